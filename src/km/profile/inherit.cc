@@ -226,7 +226,11 @@ std::optional<Resolved> resolve_parsed(const yaml::Node& doc, const std::string&
   }
   Resolver r(options, findings);
   out.root = r.resolve(doc, key, display, dir);
-  if (yaml::Node* md = out.root.find("metadata")) md->erase("abstract");
+  // A non-boolean abstract stays in the tree so that the validator reports it.
+  if (yaml::Node* md = out.root.find("metadata")) {
+    const yaml::Node* abs = md->find("abstract");
+    if (abs && abs->as_bool()) md->erase("abstract");
+  }
   fold_init_commands_append(out.root);
   out.sources.push_back(display);
   for (const std::string& s : r.sources()) out.sources.push_back(s);

@@ -317,8 +317,17 @@ class Rules {
     }
   }
 
+  // The substrate when it is one km knows; nullopt for an invalid value (already reported).
+  std::optional<std::string> substrate() const {
+    std::string s = v_.text("spec.runtime.substrate").value_or("local");
+    if (s == "local" || s == "ec2" || s == "ecs") return s;
+    return std::nullopt;
+  }
+
   void runtime() {
-    std::string substrate = v_.text("spec.runtime.substrate").value_or("local");
+    auto known = substrate();
+    if (!known) return;
+    const std::string& substrate = *known;
     auto not_ec2 = [&](std::string_view key, bool active) {
       std::string path = "spec.runtime." + std::string(key);
       if (active && substrate != "ec2") {
@@ -496,7 +505,7 @@ class Rules {
                    lib + " is not observed yet; only openssl is, and other stacks are reported as unsupported");
       }
     }
-    std::string substrate = v_.text("spec.runtime.substrate").value_or("local");
+    std::string substrate = this->substrate().value_or("");
     for (const char* log : {"commandLog", "networkLog"}) {
       std::string p = std::string("spec.observability.") + log + ".destination";
       auto dest = v_.text(p);
