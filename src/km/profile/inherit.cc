@@ -262,6 +262,8 @@ Checked checked(std::optional<Resolved> resolved, Findings findings) {
 }  // namespace
 
 yaml::Node merge(const yaml::Node& base, const yaml::Node& over) {
+  // An empty value in a child (`spec:` with nothing under it) inherits; it never erases.
+  if (over.is_null()) return base;
   if (base.is_mapping() && over.is_mapping()) {
     yaml::Node out = base;
     out.mark = over.mark;

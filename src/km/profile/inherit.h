@@ -5,7 +5,7 @@
 // directory (`<dir>/<name>`, `<dir>/<name>.yaml`, `<dir>/<name>.yml`), then each search path
 // in order. Parents fold left to right into an empty accumulator and the child is applied
 // last: mappings merge deeply, scalars are last-wins, lists are unions in order without
-// duplicates. A cycle is an error naming the chain (a diamond is not a cycle); chains deeper
+// duplicates; an empty (null) value in a child inherits the parent's. A cycle is an error naming the chain (a diamond is not a cycle); chains deeper
 // than kMaxDepth are refused. `extends` and `metadata.abstract` are removed from the result,
 // and `spec.execution.initCommandsAppend` is folded onto the end of `initCommands` once, at
 // the leaf, so appended commands run after every parent's commands.
