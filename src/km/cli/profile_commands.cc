@@ -13,6 +13,7 @@
 #include "km/profile/inherit.h"
 #include "km/profile/json_schema.h"
 #include "km/yaml/emit.h"
+#include "km/yaml/json.h"
 #include "km/yaml/parse.h"
 
 namespace km::cli {
@@ -66,12 +67,17 @@ int cmd_validate(const GlobalOptions& g, const std::vector<std::string>& files) 
     bool valid = !c.findings.has_errors() && c.resolved.has_value();
     any_error = any_error || !valid;
     if (g.output == "json") {
-      Json r{{"file", file}, {"valid", valid}, {"abstract", abstract}, {"findings", Json::array()}};
+      Json r{{"file", file}, {"valid", valid}, {"abstract", abstract},
+             {"errors", c.findings.error_count()}, {"suppressed", c.findings.suppressed()},
+             {"findings", Json::array()}};
       for (const auto& f : c.findings.items()) r["findings"].push_back(finding_json(f));
       results.push_back(r);
       continue;
     }
     for (const auto& f : c.findings.items()) std::fprintf(stderr, "%s\n", f.to_string().c_str());
+    if (c.findings.suppressed()) {
+      std::fprintf(stderr, "%s: %zu more findings not shown\n", file.c_str(), c.findings.suppressed());
+    }
     std::string verdict;
     if (valid) {
       verdict = abstract ? "valid (abstract fragment)" : "valid";
@@ -93,6 +99,10 @@ int cmd_resolve(const GlobalOptions& g, const std::string& ref) {
   if (!c.resolved || c.findings.has_errors()) {
     print_error(ref + " does not resolve to a valid profile", "run `km validate " + ref + "` for the findings above");
     return kExitFailure;
+  }
+  if (g.output == "json") {
+    std::printf("%s\n", yaml::to_json(c.resolved->root).dump(2).c_str());
+    return kExitOk;
   }
   auto text = yaml::emit(c.resolved->root);
   if (!text) {

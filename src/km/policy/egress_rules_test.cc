@@ -99,9 +99,14 @@ TEST(CidrRule, Rejects) {
   for (const char* bad : {"", "10.0.0.0/33", "10.0.0.0/-1", "10.0.0/8", "example.com",
                           "10.0.0.0/8:", "10.0.0.0/8:0", "10.0.0.0/8:70000", "10.0.0.0/8:9-1",
                           "[2001:db8::/32", "[2001:db8::/32]443", "2001:db8::/129",
-                          "2001:db8::1:443", "10.0.0.0/8/8", "1.2.3.4:a"}) {
+                          "10.0.0.0/8/8", "1.2.3.4:a"}) {
     EXPECT_FALSE(parse_cidr_rule(bad)) << bad;
   }
+  // Without brackets a trailing ":443" is part of the IPv6 address, not a port.
+  auto v6 = parse_cidr_rule("2001:db8::1:443");
+  ASSERT_TRUE(v6);
+  EXPECT_TRUE(v6->ports.empty());
+  EXPECT_EQ(v6->prefix_len, 128);
 }
 
 }  // namespace

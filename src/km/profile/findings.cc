@@ -21,6 +21,10 @@ void Findings::warning(const yaml::Mark& mark, std::string path, std::string mes
 
 void Findings::add(Finding f) {
   if (f.severity == Severity::kError) ++errors_;
+  if (items_.size() >= kMaxFindings) {
+    ++suppressed_;
+    return;
+  }
   items_.push_back(std::move(f));
 }
 
@@ -33,10 +37,13 @@ void Findings::sort() {
   };
   std::stable_sort(items_.begin(), items_.end(),
                    [&](const Finding& a, const Finding& b) { return key(a) < key(b); });
+  size_t suppressed_errors = errors_ - static_cast<size_t>(std::count_if(items_.begin(), items_.end(), [](const Finding& f) {
+    return f.severity == Severity::kError;
+  }));
   items_.erase(std::unique(items_.begin(), items_.end(),
                            [&](const Finding& a, const Finding& b) { return key(a) == key(b); }),
                items_.end());
-  errors_ = static_cast<size_t>(std::count_if(items_.begin(), items_.end(), [](const Finding& f) {
+  errors_ = suppressed_errors + static_cast<size_t>(std::count_if(items_.begin(), items_.end(), [](const Finding& f) {
     return f.severity == Severity::kError;
   }));
 }

@@ -33,12 +33,18 @@ class Findings {
   const std::vector<Finding>& items() const { return items_; }
   bool empty() const { return items_.empty(); }
 
+  // At most kMaxFindings are kept (hostile input can produce one per node); the rest are
+  // counted in suppressed().
+  static constexpr size_t kMaxFindings = 1000;
+  size_t suppressed() const { return suppressed_; }
+
   // Orders by file (in order of first appearance), line, column; drops exact duplicates.
   void sort();
 
  private:
   std::vector<Finding> items_;
   size_t errors_ = 0;
+  size_t suppressed_ = 0;
 };
 
 }  // namespace km::profile

@@ -154,7 +154,9 @@ class Resolver {
       return Source{"builtin:" + name, "builtin:" + name, "", std::string(*text)};
     }
     std::vector<std::string> dirs;
-    if (!name.empty() && name.front() == '/') {
+    if (!options_.allow_files) {
+      // Nothing to search: fall through to "cannot find".
+    } else if (!name.empty() && name.front() == '/') {
       dirs.push_back("");
     } else {
       if (!dir.empty()) dirs.push_back(dir);

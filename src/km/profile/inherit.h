@@ -28,6 +28,8 @@ inline constexpr size_t kMaxProfileBytes = 1u << 20;
 
 struct ResolveOptions {
   std::vector<std::string> search_paths;
+  // When false, only built-in parents resolve (used by the fuzzer to stay hermetic).
+  bool allow_files = true;
 };
 
 struct Resolved {

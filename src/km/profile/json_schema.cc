@@ -13,7 +13,7 @@ constexpr const char* kDurationPattern =
     "^(0|(?=[0-9])([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?)$";
 
 Json render(const schema::Node& s) {
-  Json j;
+  Json j = Json::object();  // kAny renders as {}, the schema that accepts anything
   if (!s.doc.empty()) j["description"] = s.doc;
   switch (s.type) {
     case Type::kObject: {

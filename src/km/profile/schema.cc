@@ -102,7 +102,6 @@ B object(std::vector<Field> fields) {
 Field req(std::string name, NodeRef node) { return Field{std::move(name), std::move(node), true}; }
 Field opt(std::string name, NodeRef node) { return Field{std::move(name), std::move(node), false}; }
 
-constexpr const char* kAws = "AWS substrate only";
 constexpr const char* kCompat =
     "accepted for Klanker Maker compatibility; km does not use it";
 

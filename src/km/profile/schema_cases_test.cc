@@ -235,6 +235,8 @@ std::vector<Case> all_cases() {
   return out;
 }
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.path; }
+
 class SchemaCase : public ::testing::TestWithParam<Case> {};
 
 TEST_P(SchemaCase, ReportsExactlyAtThePath) {

@@ -115,6 +115,8 @@ struct Rule {
   const char* message;     // substring
 };
 
+void PrintTo(const Rule& r, std::ostream* os) { *os << r.name; }
+
 class RuleCase : public ::testing::TestWithParam<Rule> {};
 
 TEST_P(RuleCase, Applies) {
