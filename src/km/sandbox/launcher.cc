@@ -1,0 +1,254 @@
+#include "km/sandbox/launcher.h"
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <linux/mount.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "km/base/file.h"
+#include "km/base/strings.h"
+#include "km/sandbox/confine.h"
+#include "km/sandbox/protocol.h"
+#include "km/sys/netlink.h"
+#include "km/sys/unix_socket.h"
+
+namespace km::sandbox {
+
+namespace {
+
+using Json = nlohmann::json;
+
+Status mkdir_owned(const std::string& path, mode_t mode, uid_t uid, gid_t gid) {
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return fail(Error::from_errno("mkdir " + path));
+  if (::chown(path.c_str(), uid, gid) != 0) return fail(Error::from_errno("chown " + path));
+  if (::chmod(path.c_str(), mode) != 0) return fail(Error::from_errno("chmod " + path));
+  return ok();
+}
+
+Status write_proc(const std::string& path, const std::string& value) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return fail(Error::from_errno("open " + path));
+  if (::write(fd.get(), value.data(), value.size()) != static_cast<ssize_t>(value.size())) {
+    return fail(Error::from_errno("write " + path));
+  }
+  return ok();
+}
+
+bool is_mountpoint(const std::string& path) {
+  auto info = read_file("/proc/self/mountinfo", 16u << 20);
+  if (!info) return false;
+  return info->find(" " + path + " ") != std::string::npos;
+}
+
+int nftw_remove(const char* path, const struct stat*, int, struct FTW*) {
+  return ::remove(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+}  // namespace
+
+uint64_t process_start_time(pid_t pid) {
+  auto stat = read_file("/proc/" + std::to_string(pid) + "/stat", 8192);
+  if (!stat) return 0;
+  size_t close = stat->rfind(')');
+  if (close == std::string::npos) return 0;
+  auto fields = split(stat->substr(close + 2), ' ');
+  // After "pid (comm) ", field 3 is at index 0; starttime is field 22.
+  return fields.size() > 19 ? std::strtoull(fields[19].c_str(), nullptr, 10) : 0;
+}
+
+Status remove_tree(const std::string& path) {
+  if (::nftw(path.c_str(), nftw_remove, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) != 0 && errno != ENOENT) {
+    return fail(Error::from_errno("removing " + path));
+  }
+  return ok();
+}
+
+Result<Launcher> Launcher::create(LauncherConfig config) {
+  // Fail closed on a kernel that cannot enforce what km promises.
+  if (landlock_abi() < 1) {
+    return fail(Error(ErrorCode::kUnavailable, "Landlock is not available")
+                    .with_hint("km enforces filesystem policy with Landlock; boot a kernel with it enabled"));
+  }
+  if (::access(config.init_path.c_str(), X_OK) != 0) {
+    return fail(Error::from_errno("km-sandbox-init at " + config.init_path).with_hint("reinstall km"));
+  }
+  KM_ASSIGN_OR_RETURN(sys::CgroupLayout cg, sys::CgroupLayout::discover());
+  const HostLayout& h = config.layout;
+  for (const std::string& d : {h.state_dir, h.state_dir + "/sandboxes", h.runtime_dir, h.runtime_dir + "/sandboxes"}) {
+    KM_TRY(mkdir_owned(d, 0711, 0, 0));
+  }
+  // The lower layer of every sandbox: a private, read-only, non-recursive bind of the host
+  // root (submounts such as /proc or /run are not part of it).
+  std::string lower = h.runtime_dir + "/lower";
+  if (!is_mountpoint(lower)) {
+    KM_TRY(mkdir_owned(lower, 0755, 0, 0));
+    if (::mount("/", lower.c_str(), nullptr, MS_BIND, nullptr) != 0) return fail(Error::from_errno("bind / at " + lower));
+    if (::mount(nullptr, lower.c_str(), nullptr, MS_PRIVATE, nullptr) != 0) return fail(Error::from_errno("make-private " + lower));
+    if (::mount(nullptr, lower.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
+      return fail(Error::from_errno("remount " + lower + " read-only"));
+    }
+  }
+  return Launcher(std::move(config), std::move(cg));
+}
+
+std::string Launcher::runtime_dir(const std::string& id) const { return config_.layout.runtime_dir + "/sandboxes/" + id; }
+std::string Launcher::ctl_path(const std::string& id) const { return runtime_dir(id) + "/ctl.sock"; }
+
+Result<UniqueFd> Launcher::connect(const std::string& id) const { return sys::connect_unix(ctl_path(id)); }
+
+bool Launcher::alive(const Started& s) const {
+  if (s.pid <= 0) return false;
+  if (::kill(s.pid, 0) != 0 && errno == ESRCH) return false;
+  return process_start_time(s.pid) == s.start_time;
+}
+
+Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limits, uint32_t base, const std::string& image) {
+  const std::string& id = spec.id;
+  std::string sdir = sandbox_dir(config_.layout, id);
+  std::string rdir = runtime_dir(id);
+  uid_t user_uid = base + kSandboxUid;
+  KM_TRY(mkdir_owned(sdir, 0711, 0, 0));
+  KM_TRY(mkdir_owned(spec.upper_dir, 0755, base, base));
+  KM_TRY(mkdir_owned(spec.work_dir, 0700, base, base));
+  KM_TRY(mkdir_owned(spec.workspace_dir, 0755, user_uid, user_uid));
+  KM_TRY(mkdir_owned(spec.home_dir, 0750, user_uid, user_uid));
+  KM_TRY(mkdir_owned(rdir, 0711, 0, 0));
+  KM_TRY(mkdir_owned(spec.root_dir, 0755, base, base));
+  KM_TRY(mkdir_owned(spec.lower_dir, 0755, base, base));
+
+  sys::SandboxCgroup cg = sys::SandboxCgroup::of(cgroups_, id);
+  KM_TRY(cg.create(limits));
+  KM_ASSIGN_OR_RETURN(UniqueFd cgfd, cg.open_v2());
+  KM_ASSIGN_OR_RETURN(UniqueFd listen, sys::listen_unix(ctl_path(id), 0600));
+  KM_ASSIGN_OR_RETURN(auto pair, sys::seqpacket_pair());
+  UniqueFd log(::open((sdir + "/init.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!log) return fail(Error::from_errno("open init.log"));
+  UniqueFd exe(::open(config_.init_path.c_str(), O_PATH | O_CLOEXEC));
+  if (!exe) return fail(Error::from_errno("open " + config_.init_path));
+
+  int pidfd = -1;
+  clone_args args{};
+  args.flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC |
+               CLONE_NEWCGROUP | CLONE_INTO_CGROUP | CLONE_PIDFD;
+  args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+  args.exit_signal = SIGCHLD;
+  args.cgroup = static_cast<uint64_t>(cgfd.get());
+  int child_sync = pair.second.get();
+  int fds[3] = {child_sync, listen.get(), log.get()};
+  int exe_fd = exe.get();
+  long pid = ::syscall(SYS_clone3, &args, sizeof args);
+  if (pid < 0) return fail(Error::from_errno("clone3 (new namespaces into the sandbox cgroup)"));
+  if (pid == 0) {
+    // Child, from a multithreaded parent: async-signal-safe system calls only until exec.
+    int high[3];
+    for (int i = 0; i < 3; ++i) high[i] = static_cast<int>(::syscall(SYS_fcntl, fds[i], F_DUPFD_CLOEXEC, 100));
+    for (int i = 0; i < 3; ++i) ::syscall(SYS_dup3, high[i], 3 + i, 0);
+    char go = 0;
+    if (::syscall(SYS_read, 3, &go, 1) != 1) ::syscall(SYS_exit_group, 120);
+    // Become root of the new user namespace so that exec keeps its capabilities there.
+    if (::syscall(SYS_setresgid, 0, 0, 0) != 0 || ::syscall(SYS_setresuid, 0, 0, 0) != 0) ::syscall(SYS_exit_group, 121);
+    static char arg0[] = "km-sandbox-init";
+    char* argv[] = {arg0, nullptr};
+    char* envp[] = {nullptr};
+    ::syscall(SYS_execveat, exe_fd, "", argv, envp, AT_EMPTY_PATH);
+    ::syscall(SYS_exit_group, 122);
+  }
+  UniqueFd child(pidfd);
+  pair.second.reset();
+  auto abort_child = [&](Error e) -> Unexpected<Error> {
+    ::syscall(SYS_pidfd_send_signal, child.get(), SIGKILL, nullptr, 0);
+    ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
+    return fail(std::move(e));
+  };
+  std::string proc = "/proc/" + std::to_string(pid);
+  std::string map = "0 " + std::to_string(base) + " " + std::to_string(kIdRange) + "\n";
+  if (auto s = write_proc(proc + "/uid_map", map); !s) return abort_child(std::move(s).error());
+  if (auto s = write_proc(proc + "/gid_map", map); !s) return abort_child(std::move(s).error());
+  if (auto s = cg.add_v1(static_cast<pid_t>(pid)); !s) return abort_child(std::move(s).error());
+
+  // The link: a veth whose other end lives in a private namespace of its own, where nothing
+  // is routed anywhere (the enforcer will listen there).
+  UniqueFd sandbox_net(::open((proc + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd sandbox_user(::open((proc + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!sandbox_net || !sandbox_user) return abort_child(Error::from_errno("open namespaces of the sandbox"));
+  std::string pin = rdir + "/netns";
+  (void)sys::remove_pinned_netns(pin);
+  auto outer = sys::create_pinned_netns(pin);
+  if (!outer) return abort_child(std::move(outer).error());
+  {
+    auto nl = sys::Netlink::open_in(outer->get());
+    if (!nl) return abort_child(std::move(nl).error());
+    if (auto s = nl->create_veth("km0", spec.net.ifname, sandbox_net.get()); !s) return abort_child(std::move(s).error());
+    auto idx = nl->link_index("km0");
+    if (!idx) return abort_child(std::move(idx).error());
+    in_addr a{};
+    inet_pton(AF_INET, spec.net.peer_address.c_str(), &a);
+    if (auto s = nl->add_ipv4(*idx, a.s_addr, spec.net.prefix_len); !s) return abort_child(std::move(s).error());
+    if (auto s = nl->set_up(*idx); !s) return abort_child(std::move(s).error());
+  }
+
+  // The lower layer, idmapped into the sandbox's user namespace: host root's files appear as
+  // the sandbox root's, so copy-up works, while the host's files stay read-only underneath.
+  std::string lower_src = image == "host" || image.empty() ? config_.layout.runtime_dir + "/lower" : image;
+  UniqueFd tree(static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, lower_src.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
+  if (!tree) return abort_child(Error::from_errno("open_tree " + lower_src));
+  mount_attr attr{};
+  attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+  attr.userns_fd = static_cast<uint64_t>(sandbox_user.get());
+  if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) {
+    return abort_child(Error::from_errno("idmapping the lower layer").with_hint("km needs idmapped mounts (Linux 5.12+, ext4/xfs/btrfs)"));
+  }
+
+  char go = 1;
+  if (::write(pair.first.get(), &go, 1) != 1) return abort_child(Error::from_errno("starting the sandbox init"));
+  Json setup{{"spec", Json::parse(to_json(spec))}};
+  if (auto s = sys::send_message(pair.first.get(), setup.dump(), {tree.get()}); !s) {
+    return abort_child(std::move(s).error().wrap("sending the sandbox spec"));
+  }
+  auto reply = sys::recv_message_timeout(pair.first.get(), config_.setup_timeout_ms);
+  if (!reply) {
+    // The init died before answering: its exit status says why.
+    return abort_child(std::move(reply).error().wrap("waiting for the sandbox to start (see " + sdir + "/init.log)"));
+  }
+  Json r = Json::parse(reply->data, nullptr, false);
+  if (!r.is_object() || !r.value("ready", false)) {
+    std::string why = r.is_object() && r.contains("error") ? r["error"].get<std::string>() : "unknown failure";
+    return abort_child(Error(ErrorCode::kFailedPrecondition, why));
+  }
+  Started st{static_cast<pid_t>(pid), process_start_time(static_cast<pid_t>(pid))};
+  return st;
+}
+
+Status Launcher::stop(const std::string& id) {
+  sys::SandboxCgroup cg = sys::SandboxCgroup::of(cgroups_, id);
+  KM_TRY(cg.destroy());
+  std::string rdir = runtime_dir(id);
+  KM_TRY(sys::remove_pinned_netns(rdir + "/netns"));
+  KM_TRY(remove_tree(rdir));
+  return ok();
+}
+
+Status Launcher::destroy(const std::string& id) {
+  KM_TRY(stop(id));
+  return remove_tree(sandbox_dir(config_.layout, id));
+}
+
+Status Launcher::freeze(const std::string& id, bool frozen) {
+  return sys::SandboxCgroup::of(cgroups_, id).freeze(frozen);
+}
+
+}  // namespace km::sandbox

@@ -1,0 +1,68 @@
+// kmd's side of a sandbox's life: builds host state, starts km-sandbox-init in new namespaces
+// inside the sandbox's cgroups, and tears everything down by name (so a teardown after a
+// crash needs nothing but the ID).
+//
+// Host state of sandbox <id> (everything derives from the ID):
+//   <state>/sandboxes/<id>/{upper,work,workspace,home,init.log}   persistent
+//   <runtime>/sandboxes/<id>/{root,lower,ctl.sock,netns}          while it runs
+//   cgroups <kmd's cgroup>/km/<id> (v2, and v1 memory/pids/cpu on hybrid hosts)
+// Thread-safety: methods on different sandboxes may run concurrently.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "km/base/result.h"
+#include "km/base/unique_fd.h"
+#include "km/sandbox/plan.h"
+#include "km/sandbox/spec.h"
+#include "km/sys/cgroup.h"
+
+namespace km::sandbox {
+
+struct LauncherConfig {
+  HostLayout layout;
+  std::string init_path;  // km-sandbox-init
+  int setup_timeout_ms = 600000;  // includes initCommands
+};
+
+struct Started {
+  pid_t pid = 0;
+  uint64_t start_time = 0;  // /proc/<pid>/stat starttime, to tell a reused PID apart
+};
+
+class Launcher {
+ public:
+  // Checks kernel features and prepares host-wide state (the read-only lower bind of /).
+  static Result<Launcher> create(LauncherConfig config);
+
+  // Creates (fresh) or restarts (after stop) the sandbox and waits until it is ready.
+  Result<Started> start(const Spec& spec, const sys::CgroupLimits& limits, uint32_t uid_base, const std::string& image);
+  // Kills every process and releases runtime state; keeps the disk. Idempotent.
+  Status stop(const std::string& id);
+  // stop() plus the persistent directories. Idempotent.
+  Status destroy(const std::string& id);
+  Status freeze(const std::string& id, bool frozen);
+
+  // True when the init of `started` is still that process and alive.
+  bool alive(const Started& started) const;
+  Result<UniqueFd> connect(const std::string& id) const;
+
+  std::string ctl_path(const std::string& id) const;
+  std::string runtime_dir(const std::string& id) const;
+  const sys::CgroupLayout& cgroups() const { return cgroups_; }
+  const LauncherConfig& config() const { return config_; }
+
+ private:
+  Launcher(LauncherConfig c, sys::CgroupLayout l) : config_(std::move(c)), cgroups_(std::move(l)) {}
+  LauncherConfig config_;
+  sys::CgroupLayout cgroups_;
+};
+
+uint64_t process_start_time(pid_t pid);
+// Removes a directory tree without following symlinks. Idempotent.
+Status remove_tree(const std::string& path);
+
+}  // namespace km::sandbox
