@@ -185,10 +185,12 @@ class Init {
     KM_TRY(users());
     KM_TRY(workspace_and_home());
     KM_TRY(config_files());
-    KM_TRY(policy_mounts());
     KM_TRY(pivot());
     return ok();
   }
+
+  // After initCommands: they may create what the policy protects or hides.
+  Status finish() { return policy_mounts(); }
 
   Status network() {
     auto nl = sys::Netlink::open();
@@ -319,7 +321,7 @@ class Init {
   }
 
   Status policy_mounts() {
-    const std::string R = s_.root_dir;
+    const std::string R = "";  // runs after pivot_root
     // Protected set: shell start-up files, and .git/hooks and .git/config of every repository
     // found in the workspace and home.
     for (const std::string& p : s_.protected_paths) {
@@ -342,7 +344,7 @@ class Init {
       if (exists(t) && !is_symlink(t)) KM_TRY(bind_readonly(t));
     }
     // denyRead: every match is replaced by an empty, unreadable file or directory.
-    std::string empty_file = R + "/dev/.km-denied";
+    std::string empty_file = "/dev/.km-denied";
     KM_TRY(write_file(empty_file, "", 0));
     for (const std::string& p : s_.deny_read) {
       std::vector<std::string> matches;
@@ -486,7 +488,7 @@ class Init {
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigprocmask(SIG_BLOCK, &mask, nullptr);
-    UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC));
+    UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     std::map<int, UniqueFd> conns;       // fd -> connection
     std::map<pid_t, int> job_conn;       // pid -> connection fd
     std::map<int, pid_t> conn_job;       // connection fd -> pid
@@ -647,6 +649,7 @@ int init_main() {
   Init init(std::move(*spec));
   auto s = init.setup(std::move(msg->fds[0]));
   if (s) s = init.run_init_commands();
+  if (s) s = init.finish();
   if (!s) {
     log_line("km: " + s.error().to_string());
     reply(Json{{"error", s.error().to_string()}});
