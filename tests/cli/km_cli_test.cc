@@ -77,6 +77,18 @@ TEST(KmValidate, JsonOutput) {
   EXPECT_TRUE(j[1]["valid"].get<bool>());
 }
 
+TEST(KmValidate, JsonOutputStaysValidWithNonAsciiAndBadBytes) {
+  std::string e40;
+  for (int i = 0; i < 40; ++i) e40 += "é";
+  std::string f = write_temp("apiVersion: klankermaker.ai/v1alpha2\nkind: SandboxProfile\nmetadata: {name: a, prefix: a" + e40 +
+                             "}\nspec: {lifecycle: {ttl: \"1" + e40 + "\", idleTimeout: 1h}, network: {egress: {allowedDNSSuffixes: [], allowedHosts: []}}}\n");
+  RunResult r = km({"-o", "json", "validate", f});
+  EXPECT_EQ(r.status, 1) << r.err;
+  auto j = nlohmann::json::parse(r.out);  // throws (fails the test) if not valid JSON
+  EXPECT_EQ(j[0]["errors"], 2);
+  unlink(f.c_str());
+}
+
 TEST(KmValidate, MissingFileIsAnErrorNotACrash) {
   RunResult r = km({"validate", "/nonexistent/profile.yaml"});
   EXPECT_EQ(r.status, 1);
@@ -204,6 +216,13 @@ TEST(KmProfile, JsonSchemaAcceptsResolvedProfilesAndRejectsBadOnes) {
     ASSERT_EQ(j.status, 0) << d << j.err;
     std::ofstream(dir + "/good" + std::to_string(i++) + ".json") << j.out;
   }
+  // What editors open: a child that extends others and an abstract fragment, unresolved.
+  std::ofstream(dir + "/good-child.json")
+      << R"({"apiVersion":"klankermaker.ai/v1alpha2","kind":"SandboxProfile","metadata":{"name":"team-agent","prefix":"team"},)"
+      << R"("extends":["restricted-dev","../base/company"],"spec":{"lifecycle":{"ttl":"4h"},"execution":{"initCommands":["echo team-setup"]}}})";
+  std::ofstream(dir + "/good-fragment.json")
+      << R"({"apiVersion":"klankermaker.ai/v1alpha2","kind":"SandboxProfile","metadata":{"name":"company","abstract":true},)"
+      << R"("spec":{"network":{"egress":{"allowedDNSSuffixes":[".corp.example"]}}}})";
   // Bad: an unknown key and a wrong type, which the schema must reject too.
   std::ofstream(dir + "/bad0.json") << R"({"apiVersion":"x/v1alpha2","kind":"SandboxProfile","metadata":{"name":"a"},"spec":{"lifecycle":{"ttl":"1h","idleTimeout":"1h"},"network":{"egress":{"allowedDNSSuffixes":[],"allowedHosts":[]}},"lifecylce":{}}})";
   std::ofstream(dir + "/bad1.json") << R"({"apiVersion":"x/v1alpha2","kind":"SandboxProfile","metadata":{"name":"a"},"spec":{"lifecycle":{"ttl":"8 hours","idleTimeout":"1h"},"network":{"egress":{"allowedDNSSuffixes":[],"allowedHosts":[]}}}})";

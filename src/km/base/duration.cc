@@ -2,6 +2,8 @@
 
 #include <cctype>
 
+#include "km/base/strings.h"
+
 namespace km {
 
 namespace {
@@ -25,14 +27,7 @@ int64_t unit_seconds(char u) {
   }
 }
 
-std::string quote(std::string_view s) {
-  constexpr size_t kMax = 40;
-  std::string out = "\"";
-  out.append(s.substr(0, kMax));
-  if (s.size() > kMax) out += "...";
-  out += "\"";
-  return out;
-}
+std::string quote(std::string_view s) { return quoted(s, 40); }
 
 }  // namespace
 

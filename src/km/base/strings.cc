@@ -48,24 +48,43 @@ std::string to_lower(std::string_view s) {
 }
 
 std::string quoted(std::string_view s, size_t max_len) {
+  // Escapes control characters and bytes that are not valid UTF-8, and cuts long values on a
+  // character boundary, so the result is always valid UTF-8 (it ends up in JSON and logs).
+  static const char* hex = "0123456789abcdef";
   std::string out = "\"";
-  size_t n = 0;
-  for (unsigned char c : s) {
-    if (n++ >= max_len) {
+  size_t chars = 0;
+  size_t i = 0;
+  while (i < s.size()) {
+    if (chars++ >= max_len) {
       out += "...";
       break;
     }
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20 || c == 0x7f) {
-      static const char* hex = "0123456789abcdef";
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    bool valid = len > 0 && i + len <= s.size();
+    for (size_t k = 1; valid && k < len; ++k) valid = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
+    if (!valid) {
       out += "\\x";
       out += hex[c >> 4];
       out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
+      ++i;
+      continue;
     }
+    if (len == 1) {
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += static_cast<char>(c);
+      } else if (c < 0x20 || c == 0x7f) {
+        out += "\\x";
+        out += hex[c >> 4];
+        out += hex[c & 15];
+      } else {
+        out += static_cast<char>(c);
+      }
+    } else {
+      out.append(s.substr(i, len));
+    }
+    i += len;
   }
   out += "\"";
   return out;

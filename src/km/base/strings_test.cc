@@ -28,3 +28,32 @@ TEST(Strings, Split) {
 
 }  // namespace
 }  // namespace km
+
+namespace km {
+namespace {
+
+bool valid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+TEST(Strings, QuotedNeverSplitsACharacterAndEscapesBadBytes) {
+  std::string e40;
+  for (int i = 0; i < 40; ++i) e40 += "é";
+  std::string q = quoted(e40, 5);
+  EXPECT_EQ(q, "\"ééééé...\"");
+  EXPECT_TRUE(valid_utf8(quoted("a\xff\xfe" "b")));
+  EXPECT_EQ(quoted("a\xff" "b"), "\"a\\xffb\"");
+  EXPECT_TRUE(valid_utf8(quoted("\xe2\x82")));  // truncated sequence
+}
+
+}  // namespace
+}  // namespace km

@@ -89,7 +89,7 @@ int cmd_validate(const GlobalOptions& g, const std::vector<std::string>& files) 
     }
     std::printf("%s: %s\n", file.c_str(), verdict.c_str());
   }
-  if (g.output == "json") std::printf("%s\n", results.dump(2).c_str());
+  if (g.output == "json") std::printf("%s\n", results.dump(2, ' ', false, Json::error_handler_t::replace).c_str());
   return any_error ? kExitFailure : kExitOk;
 }
 
@@ -101,7 +101,7 @@ int cmd_resolve(const GlobalOptions& g, const std::string& ref) {
     return kExitFailure;
   }
   if (g.output == "json") {
-    std::printf("%s\n", yaml::to_json(c.resolved->root).dump(2).c_str());
+    std::printf("%s\n", yaml::to_json(c.resolved->root).dump(2, ' ', false, Json::error_handler_t::replace).c_str());
     return kExitOk;
   }
   auto text = yaml::emit(c.resolved->root);
@@ -152,7 +152,7 @@ int cmd_list(const GlobalOptions& g) {
     rows.push_back(std::move(row));
   }
   if (g.output == "json") {
-    std::printf("%s\n", out.dump(2).c_str());
+    std::printf("%s\n", out.dump(2, ' ', false, Json::error_handler_t::replace).c_str());
   } else {
     std::fputs(render_table({"NAME", "SUBSTRATE", "TTL", "ENFORCEMENT", "EGRESS", "DESCRIPTION"}, rows).c_str(), stdout);
   }

@@ -93,7 +93,16 @@ std::optional<std::string> check_dns_name(std::string_view name) {
     if (label.front() == '-' || label.back() == '-') {
       return "label " + quoted(label) + " starts or ends with '-'";
     }
-    if (dot == std::string_view::npos) break;
+    if (dot == std::string_view::npos) {
+      // No top-level domain is numeric: "127.1", "2130706433" or "0x7f000001" are IP
+      // addresses to resolvers (inet_aton), not names.
+      bool numeric = std::all_of(label.begin(), label.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) ||
+                     (label.size() > 2 && (label.substr(0, 2) == "0x" || label.substr(0, 2) == "0X"));
+      if (numeric) {
+        return quoted(name) + " looks like an IP address (its last label is numeric); IP destinations go under allowedCIDRs";
+      }
+      break;
+    }
     start = dot + 1;
   }
   return std::nullopt;

@@ -111,3 +111,19 @@ TEST(CidrRule, Rejects) {
 
 }  // namespace
 }  // namespace km::policy
+
+namespace km::policy {
+namespace {
+
+TEST(HostRule, NumericFormsOfIpAddressesAreNotNames) {
+  for (const char* bad : {"127.1", "2130706433", "0x7f000001", "0177.0.0.1", "10.1", "1.2.3"}) {
+    EXPECT_FALSE(parse_host_rule(bad)) << bad;
+    EXPECT_FALSE(parse_dns_suffix(bad)) << bad;
+  }
+  EXPECT_TRUE(parse_host_rule("s3.amazonaws.com"));
+  EXPECT_TRUE(parse_host_rule("1password.com"));
+  EXPECT_TRUE(parse_dns_suffix(".123abc.example"));
+}
+
+}  // namespace
+}  // namespace km::policy

@@ -20,7 +20,11 @@ void Findings::warning(const yaml::Mark& mark, std::string path, std::string mes
 }
 
 void Findings::add(Finding f) {
-  if (f.severity == Severity::kError) ++errors_;
+  if (f.severity == Severity::kError) {
+    ++errors_;
+  } else {
+    ++warnings_;
+  }
   if (items_.size() >= kMaxFindings) {
     ++suppressed_;
     return;
@@ -37,15 +41,16 @@ void Findings::sort() {
   };
   std::stable_sort(items_.begin(), items_.end(),
                    [&](const Finding& a, const Finding& b) { return key(a) < key(b); });
-  size_t suppressed_errors = errors_ - static_cast<size_t>(std::count_if(items_.begin(), items_.end(), [](const Finding& f) {
-    return f.severity == Severity::kError;
-  }));
+  auto count = [&](Severity sev) {
+    return static_cast<size_t>(std::count_if(items_.begin(), items_.end(), [&](const Finding& f) { return f.severity == sev; }));
+  };
+  size_t kept_errors = count(Severity::kError), kept_warnings = count(Severity::kWarning);
   items_.erase(std::unique(items_.begin(), items_.end(),
                            [&](const Finding& a, const Finding& b) { return key(a) == key(b); }),
                items_.end());
-  errors_ = suppressed_errors + static_cast<size_t>(std::count_if(items_.begin(), items_.end(), [](const Finding& f) {
-    return f.severity == Severity::kError;
-  }));
+  // Duplicates removed from what is kept; suppressed findings still count.
+  errors_ -= kept_errors - count(Severity::kError);
+  warnings_ -= kept_warnings - count(Severity::kWarning);
 }
 
 }  // namespace km::profile

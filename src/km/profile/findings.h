@@ -29,7 +29,7 @@ class Findings {
 
   bool has_errors() const { return errors_ > 0; }
   size_t error_count() const { return errors_; }
-  size_t warning_count() const { return items_.size() - errors_; }
+  size_t warning_count() const { return warnings_; }
   const std::vector<Finding>& items() const { return items_; }
   bool empty() const { return items_.empty(); }
 
@@ -44,6 +44,7 @@ class Findings {
  private:
   std::vector<Finding> items_;
   size_t errors_ = 0;
+  size_t warnings_ = 0;
   size_t suppressed_ = 0;
 };
 

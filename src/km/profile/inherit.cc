@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <map>
@@ -59,14 +60,27 @@ class Resolver {
     stack_.push_back({key, display});
     yaml::Node acc;  // null: nothing yet
     bool have_acc = false;
+    size_t height = 0;
     if (const yaml::Entry* ext = doc.find_entry("extends")) {
-      for (const auto& [name, mark, path] : parent_names(ext->value)) {
+      std::vector<Name> names;
+      std::unordered_set<std::string> seen;
+      for (Name& n : parent_names(ext->value)) {
+        if (seen.insert(n.name).second) names.push_back(std::move(n));  // twice adds nothing
+      }
+      if (names.size() > kMaxParents) {
+        f_.error(ext->value.mark, "extends", "lists " + std::to_string(names.size()) + " parents; at most " +
+                                                 std::to_string(kMaxParents) + " are allowed");
+        names.resize(kMaxParents);
+      }
+      for (const auto& [name, mark, path] : names) {
         if (auto parent = load_parent(name, mark, path, dir)) {
-          acc = have_acc ? merge(acc, *parent) : *parent;
+          acc = have_acc ? merge(acc, parent->tree) : parent->tree;
           have_acc = true;
+          height = std::max(height, parent->height + 1);
         }
       }
     }
+    last_height_ = height;
     yaml::Node own = doc;
     own.erase("extends");
     yaml::Node out = have_acc ? merge(acc, own) : own;
@@ -109,26 +123,42 @@ class Resolver {
     return out + last;
   }
 
-  std::optional<yaml::Node> load_parent(const std::string& name, const yaml::Mark& mark,
-                                        const std::string& path, const std::string& dir) {
+  struct Parent {
+    yaml::Node tree;
+    size_t height = 0;  // levels of parents above this one
+  };
+
+  std::optional<Parent> load_parent(const std::string& name, const yaml::Mark& mark,
+                                    const std::string& path, const std::string& dir) {
     if (name.empty()) {
       f_.error(mark, path, "empty profile name");
       return std::nullopt;
     }
-    auto src = locate(name, dir, mark, path);
-    if (!src) return std::nullopt;
-    for (const auto& s : stack_) {
-      if (s.key == src->key) {
-        f_.error(mark, path, "extends cycle: " + chain(src->display));
-        return std::nullopt;
+    // Identity first (cheap), contents only when not already resolved.
+    auto key = locate_key(name, dir);
+    const Parent* known = nullptr;
+    if (key) {
+      for (const auto& s : stack_) {
+        if (s.key == key->first) {
+          f_.error(mark, path, "extends cycle: " + chain(key->second));
+          return std::nullopt;
+        }
+      }
+      auto it = memo_.find(key->first);
+      if (it != memo_.end()) {
+        if (!it->second) return std::nullopt;  // already reported
+        known = &*it->second;
       }
     }
-    if (stack_.size() > kMaxExtendsDepth) {
+    size_t chain_len = stack_.size() + (known ? known->height : 0);
+    if (chain_len > kMaxExtendsDepth) {
       f_.error(mark, path, "extends chain is deeper than " + std::to_string(kMaxExtendsDepth) +
-                               " levels: " + chain(src->display));
+                               " levels: " + chain(key ? key->second : name) + (known ? " -> ..." : ""));
       return std::nullopt;
     }
-    if (auto it = memo_.find(src->key); it != memo_.end()) return it->second;
+    if (known) return *known;
+    auto src = locate(name, dir, mark, path);
+    if (!src) return std::nullopt;
     auto parsed = yaml::parse(src->text, src->display);
     if (!parsed) {
       const yaml::ParseError& e = parsed.error();
@@ -143,9 +173,38 @@ class Resolver {
       return std::nullopt;
     }
     sources_.push_back(src->display);
-    yaml::Node resolved = resolve(*parsed, src->key, src->display, src->dir);
-    memo_[src->key] = resolved;
-    return resolved;
+    Parent p;
+    p.tree = resolve(*parsed, src->key, src->display, src->dir);
+    p.height = last_height_;
+    memo_[src->key] = p;
+    return p;
+  }
+
+  // Where `name` would come from, without reading it: {key, display}.
+  std::optional<std::pair<std::string, std::string>> locate_key(const std::string& name, const std::string& dir) {
+    if (find_builtin(name)) return std::make_pair("builtin:" + name, "builtin:" + name);
+    for (const std::string& candidate : candidates(name, dir)) {
+      if (is_regular_file(candidate)) return std::make_pair(real_path(candidate), candidate);
+    }
+    return std::nullopt;
+  }
+
+  std::vector<std::string> candidates(const std::string& name, const std::string& dir) const {
+    std::vector<std::string> out;
+    if (!options_.allow_files) return out;
+    std::vector<std::string> dirs;
+    if (!name.empty() && name.front() == '/') {
+      dirs.push_back("");
+    } else {
+      if (!dir.empty()) dirs.push_back(dir);
+      for (const std::string& sp : options_.search_paths) dirs.push_back(sp);
+    }
+    for (const std::string& d : dirs) {
+      for (const char* ext : {"", ".yaml", ".yml"}) {
+        out.push_back(d.empty() ? name + ext : join(d, name + ext));
+      }
+    }
+    return out;
   }
 
   std::optional<Source> locate(const std::string& name, const std::string& dir,
@@ -164,7 +223,7 @@ class Resolver {
     }
     std::vector<std::string> tried;
     for (const std::string& d : dirs) {
-      for (const char* ext : {".yaml", ".yml", ""}) {
+      for (const char* ext : {"", ".yaml", ".yml"}) {
         std::string candidate = d.empty() ? name + ext : join(d, name + ext);
         if (!is_regular_file(candidate)) continue;
         auto text = read_file(candidate, kMaxProfileBytes);
@@ -195,7 +254,8 @@ class Resolver {
   const ResolveOptions& options_;
   Findings& f_;
   std::vector<Frame> stack_;
-  std::map<std::string, std::optional<yaml::Node>> memo_;
+  std::map<std::string, std::optional<Parent>> memo_;
+  size_t last_height_ = 0;
   std::vector<std::string> sources_;
 };
 

@@ -2,9 +2,10 @@
 // resolved tree that km validates and uses.
 //
 // Lookup of a parent name: built-ins first, then files relative to the extending profile's
-// directory (`<dir>/<name>`, `<dir>/<name>.yaml`, `<dir>/<name>.yml`), then each search path
+// directory (`<dir>/<name>`, `<dir>/<name>.yaml`, `<dir>/<name>.yml`, the first regular file
+// wins), then each search path
 // in order. Parents fold left to right into an empty accumulator and the child is applied
-// last: mappings merge deeply, scalars are last-wins, lists are unions in order without
+// last (a name listed twice counts once; at most kMaxParents per list): mappings merge deeply, scalars are last-wins, lists are unions in order without
 // duplicates; an empty (null) value in a child inherits the parent's. A cycle is an error naming the chain (a diamond is not a cycle); chains deeper
 // than kMaxDepth are refused. `extends` and `metadata.abstract` are removed from the result,
 // and `spec.execution.initCommandsAppend` is folded onto the end of `initCommands` once, at
@@ -24,6 +25,7 @@
 namespace km::profile {
 
 inline constexpr size_t kMaxExtendsDepth = 10;
+inline constexpr size_t kMaxParents = 32;  // in one extends list
 inline constexpr size_t kMaxProfileBytes = 1u << 20;
 
 struct ResolveOptions {

@@ -212,6 +212,54 @@ TEST(Inherit, DepthTenIsAcceptedElevenIsNot) {
   }
 }
 
+TEST(Inherit, DepthIsCheckedThroughAlreadyResolvedParents) {
+  TempDir d;
+  // p1 -> ... -> p10 (10 levels), and a1 -> ... -> a6 -> p5 (a1's chain is 12 levels).
+  for (int i = 1; i <= 10; ++i) {
+    std::string ext = i < 10 ? "p" + std::to_string(i + 1) : "";
+    d.write("p" + std::to_string(i) + ".yaml", fragment("p" + std::to_string(i), ext, i == 10 ? std::string(kLifecycle) + kNetwork : ""));
+  }
+  for (int i = 1; i <= 6; ++i) {
+    std::string ext = i < 6 ? "a" + std::to_string(i + 1) : "p5";
+    d.write("a" + std::to_string(i) + ".yaml", fragment("a" + std::to_string(i), ext, ""));
+  }
+  for (const char* order : {"[p5, a1]", "[a1, p5]", "[a1]"}) {
+    Checked c = check_file(d.write("leaf.yaml", leaf(order, "")), {});
+    bool found = false;
+    for (const auto& i : c.findings.items()) found = found || i.message.find("deeper than 10 levels") != std::string::npos;
+    EXPECT_TRUE(found) << order << "\n" << dump(c.findings);
+  }
+}
+
+TEST(Inherit, RepeatedParentsCountOnceAndLongListsAreRefused) {
+  TempDir d;
+  d.write("big.yaml", fragment("big", "", std::string(kLifecycle) + kNetwork));
+  std::string many = "[";
+  for (int i = 0; i < 1000; ++i) many += i ? ", big" : "big";
+  many += "]";
+  Checked c = check_file(d.write("leaf.yaml", leaf(many, "")), {});
+  EXPECT_FALSE(c.findings.has_errors()) << dump(c.findings);  // 1000 x the same name = 1 parent
+  std::string distinct = "[";
+  for (int i = 0; i < 40; ++i) {
+    d.write("f" + std::to_string(i) + ".yaml", fragment("f" + std::to_string(i), "", ""));
+    distinct += (i ? ", f" : "f") + std::to_string(i);
+  }
+  distinct += ", big]";
+  Checked c2 = check_file(d.write("leaf2.yaml", leaf(distinct, "")), {});
+  const Finding* e = find(c2.findings, "extends");
+  ASSERT_NE(e, nullptr) << dump(c2.findings);
+  EXPECT_NE(e->message.find("at most 32"), std::string::npos);
+}
+
+TEST(Inherit, ExactNameIsTriedBeforeExtensions) {
+  TempDir d;
+  d.write("base", fragment("exact", "", std::string(kLifecycle) + kNetwork + "  execution: {env: {WHICH: exact}}\n"));
+  d.write("base.yaml", fragment("yaml", "", std::string(kLifecycle) + kNetwork + "  execution: {env: {WHICH: yaml}}\n"));
+  Checked c = check_file(d.write("leaf.yaml", leaf("base", "")), {});
+  ASSERT_TRUE(c.resolved);
+  EXPECT_EQ(yaml::at_path(c.resolved->root, "spec.execution.env.WHICH")->value, "exact");
+}
+
 TEST(Inherit, TypoInChildIsReportedAtTheChildsPosition) {
   TempDir d;
   std::string f = d.write("child.yaml", leaf("open-dev", "  lifecycle:\n    tll: 2h\n"));

@@ -12,7 +12,14 @@ using Json = nlohmann::ordered_json;
 constexpr const char* kDurationPattern =
     "^(0|(?=[0-9])([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?)$";
 
-Json render(const schema::Node& s) {
+// Only the envelope (apiVersion, kind, metadata.name) is required in the JSON Schema: editors
+// also open profiles that extend others and abstract fragments, whose required keys come
+// from parents. `km validate` checks required keys on the resolved profile.
+bool required_in_json_schema(const std::string& path) {
+  return path == "apiVersion" || path == "kind" || path == "metadata" || path == "metadata.name";
+}
+
+Json render(const schema::Node& s, const std::string& path = "") {
   Json j = Json::object();  // kAny renders as {}, the schema that accepts anything
   if (!s.doc.empty()) j["description"] = s.doc;
   switch (s.type) {
@@ -21,8 +28,9 @@ Json render(const schema::Node& s) {
       Json props = Json::object();
       Json required = Json::array();
       for (const schema::Field& f : s.fields) {
-        props[f.name] = render(*f.node);
-        if (f.required) required.push_back(f.name);
+        std::string p = path.empty() ? f.name : path + "." + f.name;
+        props[f.name] = render(*f.node, p);
+        if (f.required && required_in_json_schema(p)) required.push_back(f.name);
       }
       j["properties"] = props;
       if (!required.empty()) j["required"] = required;

@@ -462,23 +462,25 @@ class Rules {
     auto writable = v_.strings("spec.filesystem.writable");
     auto readonly = v_.strings("spec.filesystem.readOnly");
     auto unprotect = v_.strings("spec.filesystem.unprotect");
-    std::set<std::string> unprotected(unprotect.begin(), unprotect.end());
+    std::set<std::string> unprotected;
+    for (const auto& u : unprotect) unprotected.insert(normalize_path(u));
     for (size_t i = 0; i < unprotect.size(); ++i) {
       std::string p = "spec.filesystem.unprotect[" + std::to_string(i) + "]";
-      if (!is_protected(unprotect[i])) {
+      if (!is_protected_member(unprotect[i])) {
         f_.error(v_.mark(p), p, unprotect[i] + " is not in the protected set; nothing to unprotect (protected: " +
                                     enum_list(protected_paths()) + ")");
       } else {
         f_.warning(v_.mark(p), p, unprotect[i] + " is unprotected: the agent can change a file that the host or a later session may run");
       }
     }
-    std::set<std::string> ro(readonly.begin(), readonly.end());
+    std::set<std::string> ro;
+    for (const auto& r : readonly) ro.insert(normalize_path(r));
     for (size_t i = 0; i < writable.size(); ++i) {
       std::string p = "spec.filesystem.writable[" + std::to_string(i) + "]";
-      if (is_protected(writable[i]) && !unprotected.count(writable[i])) {
+      if (is_protected(writable[i]) && !unprotected.count(normalize_path(writable[i]))) {
         f_.error(v_.mark(p), p, writable[i] + " is in the protected set (shell rc files, .git/hooks, .git/config), which stays read-only; to make it writable, also list it under spec.filesystem.unprotect");
       }
-      if (ro.count(writable[i])) {
+      if (ro.count(normalize_path(writable[i]))) {
         f_.error(v_.mark(p), p, writable[i] + " is listed as both writable and readOnly");
       }
     }
@@ -571,27 +573,71 @@ const std::vector<std::string>& protected_paths() {
   static const std::vector<std::string> paths = {
       "~/.bashrc",  "~/.bash_profile", "~/.bash_login", "~/.bash_logout", "~/.profile",
       "~/.zshrc",   "~/.zshenv",       "~/.zprofile",   "~/.zlogin",      "~/.zlogout",
-      "**/.git/hooks", "**/.git/config"};
+      "~/.gitconfig", "~/.config/git/config", "**/.git/hooks", "**/.git/config"};
   return paths;
 }
 
-bool is_protected(const std::string& path) {
-  std::string p = path;
-  while (p.size() > 1 && p.back() == '/') p.pop_back();
-  for (const std::string& prot : protected_paths()) {
-    if (prot.rfind("**/", 0) == 0) {
-      std::string tail = prot.substr(2);  // "/.git/hooks"
-      size_t pos = p.find(tail);
-      while (pos != std::string::npos) {
-        size_t end = pos + tail.size();
-        if (end == p.size() || p[end] == '/') return true;
-        pos = p.find(tail, pos + 1);
-      }
-    } else if (p == prot || p.rfind(prot + "/", 0) == 0) {
-      return true;
-    }
+std::string normalize_path(const std::string& path) {
+  std::vector<std::string> parts;
+  for (const std::string& c : split(path, '/')) {
+    if (c.empty() || c == ".") continue;
+    parts.push_back(c);
   }
-  return false;
+  std::string out = path.rfind("~", 0) == 0 ? "" : "/";
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i > 0 || out == "/") out += (out.empty() || out == "/") && i == 0 ? "" : "/";
+    out += parts[i];
+  }
+  if (out.empty()) out = "/";
+  // /home/<user>/... and /root/... are homes too: compare them as ~/...
+  auto p = split(out, '/');
+  if (p.size() >= 3 && p[0].empty() && p[1] == "home") {
+    std::string rest;
+    for (size_t i = 3; i < p.size(); ++i) rest += "/" + p[i];
+    return "~" + rest;
+  }
+  if (p.size() >= 2 && p[0].empty() && p[1] == "root") {
+    std::string rest;
+    for (size_t i = 2; i < p.size(); ++i) rest += "/" + p[i];
+    return "~" + rest;
+  }
+  return out;
+}
+
+namespace {
+
+// Index of the component that ends a git directory's hooks or config, or -1:
+// .git/hooks, .git/config, bare.git/hooks, .git/modules/<name>/.../hooks|config.
+int git_protected_end(const std::vector<std::string>& c) {
+  for (size_t i = 0; i < c.size(); ++i) {
+    bool git_dir = c[i] == ".git" || (c[i].size() > 4 && c[i].substr(c[i].size() - 4) == ".git");
+    if (!git_dir) continue;
+    size_t j = i + 1;
+    while (j + 1 < c.size() && c[j] == "modules") j += 2;  // submodule git directories
+    if (j < c.size() && (c[j] == "hooks" || c[j] == "config")) return static_cast<int>(j);
+  }
+  return -1;
+}
+
+}  // namespace
+
+bool is_protected(const std::string& path) {
+  std::string p = normalize_path(path);
+  for (const std::string& prot : protected_paths()) {
+    if (prot.rfind("**/", 0) == 0) continue;
+    if (p == prot || p.rfind(prot + "/", 0) == 0) return true;
+  }
+  return git_protected_end(split(p, '/')) >= 0;
+}
+
+bool is_protected_member(const std::string& path) {
+  std::string p = normalize_path(path);
+  for (const std::string& prot : protected_paths()) {
+    if (p == prot) return true;
+  }
+  auto c = split(p, '/');
+  int end = git_protected_end(c);
+  return end >= 0 && static_cast<size_t>(end) + 1 == c.size();
 }
 
 void validate_tree(const yaml::Node& root, const ValidateOptions& options, Findings& findings) {

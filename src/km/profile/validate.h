@@ -22,7 +22,12 @@ void validate_tree(const yaml::Node& root, const ValidateOptions& options, Findi
 // filesystem.unprotect. `~` is the sandbox user's home; `**/` means in any repository.
 const std::vector<std::string>& protected_paths();
 
-// True when `path` (absolute or ~/...) is a protected path or lies inside one.
+// True when `path` (absolute or ~/...) is a protected path or lies inside one. Paths are
+// normalised first (`//`, `/./`, trailing `/`; /home/<user>/ and /root/ read as ~/), and
+// git directories include bare repositories (x.git/) and submodules (.git/modules/...).
 bool is_protected(const std::string& path);
+// True when `path` names a member of the protected set exactly (what unprotect accepts).
+bool is_protected_member(const std::string& path);
+std::string normalize_path(const std::string& path);
 
 }  // namespace km::profile

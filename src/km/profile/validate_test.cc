@@ -290,6 +290,44 @@ TEST(Validate, SyntaxErrorsAreFindingsWithPosition) {
   EXPECT_GT(f.items()[0].mark.line, 1);
 }
 
+TEST(Protected, PathsAreNormalisedBeforeTheCheck) {
+  for (const char* p : {"~/./.bashrc", "~//.bashrc", "/home/sandbox/.bashrc", "/root/.profile",
+                        "/workspace/.git/./hooks", "/workspace/.git//hooks", "/workspace/r/.git/modules/sub/hooks",
+                        "/workspace/r/.git/modules/sub/config", "/workspace/bare.git/hooks", "~/.gitconfig",
+                        "~/.config/git/config", "~/.bashrc/"}) {
+    EXPECT_TRUE(is_protected(p)) << p;
+  }
+  EXPECT_TRUE(is_protected_member("~/.bashrc/"));
+  EXPECT_FALSE(is_protected_member("~/.bashrc/x"));
+  EXPECT_FALSE(is_protected_member("/workspace/.git"));
+  EXPECT_TRUE(is_protected_member("/workspace/x/.git/hooks"));
+  EXPECT_EQ(normalize_path("/workspace//a/./b/"), "/workspace/a/b");
+  EXPECT_EQ(normalize_path("~/./x"), "~/x");
+  EXPECT_EQ(normalize_path("/home/bob/x"), "~/x");
+  EXPECT_EQ(normalize_path("/"), "/");
+}
+
+TEST(Protected, ValidatorUsesNormalisedPaths) {
+  Findings f = check(with("  filesystem: {writable: [\"~/./.bashrc\", /workspace/x/, /workspace/bare.git/hooks], readOnly: [/workspace/x], unprotect: [\"~/.bashrc/x\"]}\n"));
+  EXPECT_NE(find(f, "spec.filesystem.writable[0]"), nullptr) << dump(f);
+  EXPECT_NE(find(f, "spec.filesystem.writable[1]"), nullptr) << dump(f);  // both writable and readOnly
+  EXPECT_NE(find(f, "spec.filesystem.writable[2]"), nullptr) << dump(f);
+  EXPECT_NE(find(f, "spec.filesystem.unprotect[0]"), nullptr) << dump(f);  // not a member
+  Findings ok = check(with("  filesystem: {writable: [\"~/.bashrc\"], unprotect: [\"/home/sandbox/.bashrc/\"]}\n"));
+  EXPECT_EQ(find(ok, "spec.filesystem.writable[0]"), nullptr) << dump(ok);
+}
+
+TEST(Validate, ThousandsOfFindingsAreCappedAndCountedRight) {
+  std::string extra = "  budget: {}\n";
+  std::string text = with("");
+  for (int i = 0; i < 1500; ++i) text += "  k" + std::to_string(i) + ": 1\n";
+  Findings f = check(text);
+  EXPECT_EQ(f.error_count(), 1500u);
+  EXPECT_EQ(f.warning_count(), 0u);
+  EXPECT_EQ(f.items().size(), Findings::kMaxFindings);
+  EXPECT_EQ(f.suppressed(), 500u);
+}
+
 TEST(Protected, Membership) {
   EXPECT_TRUE(is_protected("~/.bashrc"));
   EXPECT_TRUE(is_protected("~/.zshrc"));

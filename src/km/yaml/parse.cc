@@ -132,9 +132,12 @@ class Builder {
                n.value == "NULL")) {
             n.kind = Kind::kNull;
           }
-          KM_TRY(count(1, m));
+          KM_TRY(count(1, n.value.size(), m));
           std::string anchor = s.anchor ? reinterpret_cast<const char*>(s.anchor) : "";
-          if (!anchor.empty()) anchors_[anchor] = Anchored{n, 1};
+          if (!anchor.empty()) {
+            KM_TRY(count(1, n.value.size(), m));  // the retained copy
+            anchors_[anchor] = Anchored{n, 1, n.value.size()};
+          }
           KM_TRY(add(std::move(n)));
           break;
         }
@@ -144,7 +147,7 @@ class Builder {
           if (it == anchors_.end()) {
             return fail(ParseError{m, "alias *" + name + " refers to no completed anchor &" + name});
           }
-          KM_TRY(count(it->second.size, m));
+          KM_TRY(count(it->second.size, it->second.bytes, m));
           Node copy = it->second.node;
           copy.mark = m;
           KM_TRY(add(std::move(copy)));
@@ -166,7 +169,7 @@ class Builder {
             return fail(ParseError{m, "nesting is deeper than " +
                                           std::to_string(limits_.max_depth) + " levels"});
           }
-          KM_TRY(count(1, m));
+          KM_TRY(count(1, 0, m));
           Frame f;
           f.node = is_map ? Node::mapping(m) : Node::sequence(m);
           if (anchor) f.anchor = reinterpret_cast<const char*>(anchor);
@@ -180,7 +183,9 @@ class Builder {
           if (f.node.is_mapping()) KM_TRY(apply_merges(f));
           if (!f.anchor.empty()) {
             size_t size = f.node.count_nodes();
-            anchors_[f.anchor] = Anchored{f.node, size};
+            size_t bytes = scalar_bytes(f.node);
+            KM_TRY(count(size, bytes, f.node.mark));  // the retained copy costs as much again
+            anchors_[f.anchor] = Anchored{f.node, size, bytes};
           }
           KM_TRY(add(std::move(f.node)));
           break;
@@ -195,7 +200,15 @@ class Builder {
   struct Anchored {
     Node node;
     size_t size;
+    size_t bytes;
   };
+
+  static size_t scalar_bytes(const Node& n) {
+    size_t b = n.value.size();
+    for (const Node& i : n.items) b += scalar_bytes(i);
+    for (const Entry& e : n.entries) b += e.key.size() + scalar_bytes(e.value);
+    return b;
+  }
 
   Mark mark(const yaml_mark_t& ym) const {
     return Mark{file_, static_cast<int>(ym.line) + 1, static_cast<int>(ym.column) + 1};
@@ -215,11 +228,16 @@ class Builder {
     }
   }
 
-  Result<void, ParseError> count(size_t n, const Mark& m) {
+  Result<void, ParseError> count(size_t n, size_t bytes, const Mark& m) {
     nodes_ += n;
+    bytes_ += bytes;
     if (nodes_ > limits_.max_nodes) {
       return fail(ParseError{m, "document has more than " + std::to_string(limits_.max_nodes) +
                                     " nodes after expanding aliases (an alias bomb?)"});
+    }
+    if (bytes_ > limits_.max_total_bytes) {
+      return fail(ParseError{m, "document holds more than " + std::to_string(limits_.max_total_bytes) +
+                                    " bytes of text after expanding aliases (an alias bomb?)"});
     }
     return {};
   }
@@ -287,6 +305,7 @@ class Builder {
   std::unordered_map<std::string, Anchored> anchors_;
   std::optional<Node> root_;
   size_t nodes_ = 0;
+  size_t bytes_ = 0;
 };
 
 }  // namespace

@@ -23,6 +23,8 @@ struct Limits {
   size_t max_depth = 64;         // nesting of mappings and lists
   size_t max_nodes = 200000;     // after alias expansion
   size_t max_scalar_bytes = 1u << 20;
+  // Scalar bytes held by the tree, counting every alias copy and every anchor's retained copy.
+  size_t max_total_bytes = 16u << 20;
 };
 
 struct ParseError {

@@ -143,3 +143,28 @@ TEST(Emit, RoundTripKeepsTypesAndText) {
 
 }  // namespace
 }  // namespace km::yaml
+
+namespace km::yaml {
+namespace {
+
+TEST(ParseLimits, AliasesOfBigScalarsCountBytesNotNodes) {
+  std::string doc = "k: &a \"" + std::string(900000, 'x') + "\"\nl:\n";
+  for (int i = 0; i < 40; ++i) doc += "- *a\n";
+  auto r = parse(doc, "t.yaml");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("bytes of text after expanding aliases"), std::string::npos) << r.error().message;
+}
+
+TEST(ParseLimits, NestedAnchorsCountTheirRetainedCopies) {
+  // 60 nested anchored lists around 150000 items: each anchor keeps a copy of everything inside.
+  std::string doc = "x: ";
+  for (int i = 0; i < 60; ++i) doc += "&a" + std::to_string(i) + " [";
+  for (int i = 0; i < 150000; ++i) doc += i ? ",1" : "1";
+  for (int i = 0; i < 60; ++i) doc += "]";
+  auto r = parse(doc, "t.yaml");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("alias bomb"), std::string::npos) << r.error().message;
+}
+
+}  // namespace
+}  // namespace km::yaml
