@@ -33,6 +33,7 @@ class SandboxTest : public ::testing::Test {
     c.layout.state_dir = root_ + "/state";
     c.layout.runtime_dir = root_ + "/run";
     c.init_path = KM_SANDBOX_INIT;
+    c.cgroup_name = "km-test-" + std::to_string(::getpid());
     auto l = sandbox::Launcher::create(c);
     if (!l) GTEST_SKIP() << "cannot create sandboxes here: " << l.error().to_string();
     launcher_.emplace(std::move(*l));
@@ -41,6 +42,7 @@ class SandboxTest : public ::testing::Test {
     if (launcher_) {
       for (const auto& id : ids_) (void)launcher_->destroy(id);
       std::system(("umount -l '" + root_ + "/run/lower' 2>/dev/null; rm -rf '" + root_ + "'").c_str());
+      ::rmdir(launcher_->cgroups().v2_base().c_str());
     }
   }
 

@@ -4,6 +4,7 @@
 
 #include "km/cli/output.h"
 #include "km/cli/profile_commands.h"
+#include "km/cli/sandbox_commands.h"
 
 #ifndef KM_VERSION
 #define KM_VERSION "0.0.0"
@@ -23,8 +24,10 @@ int run(int argc, char** argv) {
   app.add_option("-o,--output", global.output, "Output format")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
+  app.add_option("--socket", global.socket, "kmd's socket (default: KM_SOCKET or /run/km/kmd.sock)")->type_name("PATH");
   int exit_code = kExitOk;
   add_profile_commands(app, global, &exit_code);
+  add_sandbox_commands(app, global, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

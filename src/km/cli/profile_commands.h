@@ -13,6 +13,7 @@ namespace km::cli {
 struct GlobalOptions {
   std::vector<std::string> profile_paths;  // --profile-path, then KM_PROFILE_PATH
   std::string output = "text";
+  std::string socket;  // --socket; default KM_SOCKET or /run/km/kmd.sock
 };
 
 // Registers the commands on `app`; each sets `*exit_code` when it runs.

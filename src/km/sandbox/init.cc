@@ -289,6 +289,7 @@ class Init {
       if (p.rfind("~/", 0) != 0) continue;
       std::string f = R + expand_home(p);
       if (!exists(f)) {
+        KM_TRY(mkdir_p(f.substr(0, f.rfind('/')), 0755, s_.uid, s_.gid));
         KM_TRY(write_file(f, "", 0644));
         ::lchown(f.c_str(), s_.uid, s_.gid);
       }

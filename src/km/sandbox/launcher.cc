@@ -16,6 +16,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -87,6 +88,7 @@ Result<Launcher> Launcher::create(LauncherConfig config) {
     return fail(Error::from_errno("km-sandbox-init at " + config.init_path).with_hint("reinstall km"));
   }
   KM_ASSIGN_OR_RETURN(sys::CgroupLayout cg, sys::CgroupLayout::discover());
+  cg.name = config.cgroup_name;
   const HostLayout& h = config.layout;
   for (const std::string& d : {h.state_dir, h.state_dir + "/sandboxes", h.runtime_dir, h.runtime_dir + "/sandboxes"}) {
     KM_TRY(mkdir_owned(d, 0711, 0, 0));
@@ -230,6 +232,8 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
     return abort_child(Error(ErrorCode::kFailedPrecondition, why));
   }
   Started st{static_cast<pid_t>(pid), process_start_time(static_cast<pid_t>(pid))};
+  // kmd is the init's parent until kmd restarts: reap it when it ends, so no zombie stays.
+  std::thread([p = static_cast<pid_t>(pid)] { ::waitpid(p, nullptr, 0); }).detach();
   return st;
 }
 

@@ -26,6 +26,7 @@ struct LauncherConfig {
   HostLayout layout;
   std::string init_path;  // km-sandbox-init
   int setup_timeout_ms = 600000;  // includes initCommands
+  std::string cgroup_name = "km";  // tests use their own, so they never touch a real kmd's
 };
 
 struct Started {

@@ -110,7 +110,7 @@ Result<CgroupLayout> CgroupLayout::discover() {
   return l;
 }
 
-std::string CgroupLayout::v2_base() const { return join(v2_mount, v2_self) + "/km"; }
+std::string CgroupLayout::v2_base() const { return join(v2_mount, v2_self) + "/" + name; }
 
 bool CgroupLayout::v2_has(const std::string& c) const {
   return std::find(v2_controllers.begin(), v2_controllers.end(), c) != v2_controllers.end();
@@ -125,7 +125,7 @@ SandboxCgroup SandboxCgroup::of(const CgroupLayout& layout, const std::string& i
     auto m = layout.v1_mount.find(c);
     if (m == layout.v1_mount.end()) continue;
     auto s = layout.v1_self.find(c);
-    g.v1_[c] = join(m->second, s == layout.v1_self.end() ? "/" : s->second) + "/km/" + id;
+    g.v1_[c] = join(m->second, s == layout.v1_self.end() ? "/" : s->second) + "/" + layout.name + "/" + id;
   }
   return g;
 }

@@ -32,10 +32,11 @@ struct CgroupLayout {
   std::vector<std::string> v2_controllers;      // available to km's subtree
   std::map<std::string, std::string> v1_mount;  // controller -> mount point
   std::map<std::string, std::string> v1_self;   // controller -> kmd's cgroup in it
+  std::string name = "km";                      // km's directory beneath kmd's cgroups
 
   // Reads /proc/self/cgroup and /proc/self/mountinfo.
   static Result<CgroupLayout> discover();
-  std::string v2_base() const;  // <v2_mount><v2_self>/km
+  std::string v2_base() const;  // <v2_mount><v2_self>/<name>
   bool v2_has(const std::string& controller) const;
 };
 

@@ -1,0 +1,349 @@
+#include "km/cli/sandbox_commands.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <memory>
+
+#include "km/base/duration.h"
+#include "km/base/strings.h"
+#include "km/cli/kmd_client.h"
+#include "km/profile/builtins.h"
+#include "km/profile/inherit.h"
+#include "km/yaml/emit.h"
+
+namespace km::cli {
+
+namespace {
+
+using Json = nlohmann::json;
+
+std::string socket_path(const GlobalOptions& g) { return g.socket.empty() ? default_socket() : g.socket; }
+
+Result<Json> call(const GlobalOptions& g, const Json& req) {
+  KM_ASSIGN_OR_RETURN(KmdClient c, KmdClient::connect(socket_path(g)));
+  return c.call(req);
+}
+
+std::string ago(int64_t seconds) {
+  if (seconds < 0) return "-";
+  return format_duration({seconds});
+}
+
+std::string remaining(const Json& s, int64_t now) {
+  int64_t exp = s.value("expires_at", int64_t{0});
+  if (exp == 0) return "never";
+  return exp > now ? format_duration({exp - now}) : "due";
+}
+
+int finish(const Result<Json>& r, const GlobalOptions& g, const std::function<void(const Json&)>& text) {
+  if (!r) {
+    print_error(r.error());
+    return kExitFailure;
+  }
+  if (g.output == "json") {
+    std::printf("%s\n", r->dump(2, ' ', false, Json::error_handler_t::replace).c_str());
+  } else {
+    text(*r);
+  }
+  return kExitOk;
+}
+
+int cmd_create(const GlobalOptions& g, const std::string& ref, const std::string& alias, const std::string& ttl,
+               const std::string& idle, bool no_egress, double compute, double ai) {
+  if (compute >= 0 || ai >= 0) {
+    print_error("--compute and --ai budgets cannot be enforced by this version of km",
+                "budgets arrive with AI metering; create without them, or wait for that release");
+    return kExitFailure;
+  }
+  profile::ResolveOptions o;
+  o.search_paths = g.profile_paths;
+  struct stat st {};
+  bool is_file = ::stat(ref.c_str(), &st) == 0;
+  profile::Checked c = !is_file && profile::find_builtin(ref) ? profile::check_builtin(ref, o) : profile::check_file(ref, o);
+  for (const auto& f : c.findings.items()) {
+    if (f.severity == profile::Severity::kError) std::fprintf(stderr, "%s\n", f.to_string().c_str());
+  }
+  if (!c.resolved || c.findings.has_errors()) {
+    print_error(ref + " is not a valid profile", "run `km validate " + ref + "`");
+    return kExitFailure;
+  }
+  if (c.resolved->abstract) {
+    print_error(ref + " is an abstract profile (a fragment for extends) and cannot be created");
+    return kExitFailure;
+  }
+  auto yaml_text = yaml::emit(c.resolved->root);
+  if (!yaml_text) {
+    print_error(yaml_text.error());
+    return kExitFailure;
+  }
+  Json req{{"op", "create"}, {"profile", *yaml_text}, {"profile_source", ref}, {"allow_no_egress", no_egress}};
+  if (!alias.empty()) req["alias"] = alias;
+  for (auto [flag, value] : {std::pair<const char*, const std::string*>{"ttl", &ttl}, {"idle", &idle}}) {
+    if (value->empty()) continue;
+    auto d = parse_duration(*value);
+    if (!d) {
+      print_error(std::string("--") + flag + ": " + d.error().message());
+      return kExitUsage;
+    }
+    req[flag] = d->seconds;
+  }
+  bool tty = ::isatty(STDERR_FILENO);
+  auto t0 = std::chrono::steady_clock::now();
+  if (tty) std::fprintf(stderr, "creating a sandbox from %s ...", ref.c_str());
+  auto r = call(g, req);
+  if (tty) std::fprintf(stderr, "\r\033[K");
+  if (!r) {
+    print_error(r.error());
+    return kExitFailure;
+  }
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  const Json& s = (*r)["sandbox"];
+  if (g.output == "json") {
+    std::printf("%s\n", s.dump(2).c_str());
+  } else {
+    std::printf("%s\n", s["id"].get<std::string>().c_str());
+    if (tty) std::fprintf(stderr, "sandbox %s (#%lld) running, created in %lld ms\n", s["id"].get<std::string>().c_str(),
+                          static_cast<long long>(s["number"].get<int64_t>()), static_cast<long long>(ms));
+  }
+  return kExitOk;
+}
+
+int cmd_list(const GlobalOptions& g, bool all) {
+  return finish(call(g, Json{{"op", "list"}, {"all", all}}), g, [](const Json& r) {
+    int64_t now = r["now"];
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& s : r["sandboxes"]) {
+      rows.push_back({std::to_string(s["number"].get<int64_t>()), s["alias"].get<std::string>().empty() ? "-" : s["alias"].get<std::string>(),
+                      s["id"], s["profile"], s["state"], remaining(s, now), ago(now - s["created_at"].get<int64_t>()),
+                      s["locked"].get<bool>() ? "locked" : ""});
+    }
+    std::fputs(render_table({"#", "ALIAS", "ID", "PROFILE", "STATE", "TTL", "AGE", ""}, rows).c_str(), stdout);
+  });
+}
+
+std::string utc(int64_t t) {
+  if (t == 0) return "-";
+  std::time_t tt = t;
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+int cmd_status(const GlobalOptions& g, const std::string& ref) {
+  return finish(call(g, Json{{"op", "status"}, {"ref", ref}}), g, [](const Json& r) {
+    const Json& s = r["sandbox"];
+    int64_t now = r["now"];
+    auto line = [](const char* k, const std::string& v) { std::printf("%-14s %s\n", k, v.c_str()); };
+    line("id", s["id"]);
+    line("number", std::to_string(s["number"].get<int64_t>()));
+    if (!s["alias"].get<std::string>().empty()) line("alias", s["alias"]);
+    line("profile", s["profile"]);
+    line("state", s["state"].get<std::string>() + (s["reason"].get<std::string>().empty() ? "" : " (" + s["reason"].get<std::string>() + ")"));
+    line("locked", s["locked"].get<bool>() ? "yes" : "no");
+    line("created", utc(s["created_at"]));
+    line("expires", s["expires_at"].get<int64_t>() ? utc(s["expires_at"]) + " (in " + remaining(s, now) + ")" : "never");
+    line("idle timeout", s["idle_timeout"].get<int64_t>() ? format_duration({s["idle_timeout"].get<int64_t>()}) : "off");
+    line("teardown", s["teardown_policy"]);
+    if (s.contains("processes")) line("processes", std::to_string(s["processes"].get<int64_t>()));
+    if (s.contains("memory_bytes")) line("memory", std::to_string(s["memory_bytes"].get<int64_t>() >> 20) + " MiB");
+    std::printf("events:\n");
+    for (const auto& e : s["events"]) {
+      std::printf("  %s  %-16s %s\n", utc(e["ts"]).c_str(), e["type"].get<std::string>().c_str(),
+                  e["detail"].is_object() && !e["detail"].empty() ? e["detail"].dump().c_str() : "");
+    }
+  });
+}
+
+// Pipes that stand in for a terminal: a sandbox never receives a host terminal fd (it could
+// push input into it with TIOCSTI, or change its settings).
+struct Relay {
+  int local = -1;   // our end of the stdio we relay
+  int pipe_ours = -1;
+  int pipe_theirs = -1;
+  bool input = false;
+};
+
+int cmd_exec(const GlobalOptions& g, const std::string& ref, const std::vector<std::string>& argv, bool root,
+             const std::string& cwd) {
+  auto client = KmdClient::connect(socket_path(g));
+  if (!client) {
+    print_error(client.error());
+    return kExitFailure;
+  }
+  std::vector<Relay> relays;
+  int fds[3] = {0, 1, 2};
+  for (int i = 0; i < 3; ++i) {
+    if (!::isatty(i)) continue;
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return kExitFailure;
+    Relay r;
+    r.local = i;
+    r.input = i == 0;
+    r.pipe_ours = r.input ? p[1] : p[0];
+    r.pipe_theirs = r.input ? p[0] : p[1];
+    fds[i] = r.pipe_theirs;
+    relays.push_back(r);
+  }
+  Json req{{"op", "exec"}, {"ref", ref}, {"argv", argv}, {"root", root}};
+  if (!cwd.empty()) req["cwd"] = cwd;
+  auto started = client->call(req, {fds[0], fds[1], fds[2]});
+  for (auto& r : relays) ::close(r.pipe_theirs);
+  if (!started) {
+    print_error(started.error());
+    return kExitFailure;
+  }
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&mask, s);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC);
+  char buf[65536];
+  for (;;) {
+    std::vector<pollfd> p = {{client->fd(), POLLIN, 0}, {sfd, POLLIN, 0}};
+    for (auto& r : relays) {
+      if (r.pipe_ours >= 0) p.push_back({r.input ? r.local : r.pipe_ours, POLLIN, 0});
+    }
+    if (::poll(p.data(), p.size(), -1) < 0) continue;
+    if (p[1].revents & POLLIN) {
+      signalfd_siginfo si{};
+      if (::read(sfd, &si, sizeof si) == sizeof si) {
+        (void)client->send(Json{{"op", "signal"}, {"sig", static_cast<int>(si.ssi_signo)}});
+      }
+    }
+    size_t k = 2;
+    for (auto& r : relays) {
+      if (r.pipe_ours < 0) continue;
+      pollfd& pf = p[k++];
+      if (!(pf.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t n = ::read(pf.fd, buf, sizeof buf);
+      if (n <= 0) {
+        ::close(r.pipe_ours);
+        r.pipe_ours = -1;
+        continue;
+      }
+      int dst = r.input ? r.pipe_ours : r.local;
+      if (::write(dst, buf, static_cast<size_t>(n)) < 0 && r.input) {
+        ::close(r.pipe_ours);
+        r.pipe_ours = -1;
+      }
+    }
+    if (p[0].revents) {
+      auto done = client->receive();
+      // Drain what the process wrote before it ended.
+      for (auto& r : relays) {
+        if (r.input || r.pipe_ours < 0) continue;
+        ::fcntl(r.pipe_ours, F_SETFL, O_NONBLOCK);
+        ssize_t n;
+        while ((n = ::read(r.pipe_ours, buf, sizeof buf)) > 0) {
+          if (::write(r.local, buf, static_cast<size_t>(n)) < 0) break;
+        }
+      }
+      if (!done) {
+        print_error(done.error());
+        return kExitFailure;
+      }
+      return (*done).value("exit", 1);
+    }
+  }
+}
+
+int cmd_simple(const GlobalOptions& g, const std::string& op, const std::string& ref, Json extra = Json::object()) {
+  Json req = extra;
+  req["op"] = op;
+  req["ref"] = ref;
+  return finish(call(g, req), g, [&](const Json& r) {
+    const Json& s = r["sandbox"];
+    std::string msg = s["id"].get<std::string>() + ": " + s["state"].get<std::string>();
+    if (op == "lock" || op == "unlock") msg += s["locked"].get<bool>() ? " (locked)" : " (unlocked)";
+    if (op == "extend") {
+      msg += ", expires " + utc(s["expires_at"]);
+      if (r.value("capped", false)) msg += " (capped by maxLifetime)";
+    }
+    std::printf("%s\n", msg.c_str());
+  });
+}
+
+}  // namespace
+
+void add_sandbox_commands(CLI::App& app, GlobalOptions& global, int* exit_code) {
+  struct CreateOpts {
+    std::string profile, alias, ttl, idle;
+    bool no_egress = false;
+    double compute = -1, ai = -1;
+  };
+  auto co = std::make_shared<CreateOpts>();
+  CLI::App* create = app.add_subcommand("create", "Create a sandbox from a profile (file or built-in) and print its ID");
+  create->add_option("profile", co->profile, "Profile file or built-in name")->required();
+  create->add_option("--alias", co->alias, "A name to use instead of the ID");
+  create->add_option("--ttl", co->ttl, "Override the profile's ttl (e.g. 2h)");
+  create->add_option("--idle", co->idle, "Override the profile's idleTimeout");
+  create->add_option("--compute", co->compute, "Compute budget in USD")->check(CLI::NonNegativeNumber);
+  create->add_option("--ai", co->ai, "AI budget in USD")->check(CLI::NonNegativeNumber);
+  create->add_flag("--no-egress", co->no_egress, "Accept a sandbox without network for a profile that allows egress");
+  create->callback([&global, co, exit_code] {
+    *exit_code = cmd_create(global, co->profile, co->alias, co->ttl, co->idle, co->no_egress, co->compute, co->ai);
+  });
+
+  auto all = std::make_shared<bool>(false);
+  CLI::App* list = app.add_subcommand("list", "List sandboxes");
+  list->alias("ls");
+  list->add_flag("--all", *all, "Include destroyed sandboxes");
+  list->callback([&global, all, exit_code] { *exit_code = cmd_list(global, *all); });
+
+  auto ref = std::make_shared<std::string>();
+  CLI::App* status = app.add_subcommand("status", "Show a sandbox: state, timers, resources, events");
+  status->add_option("ref", *ref, "ID, alias or number")->required();
+  status->callback([&global, ref, exit_code] { *exit_code = cmd_status(global, *ref); });
+
+  struct ExecOpts {
+    std::string ref, cwd;
+    std::vector<std::string> argv;
+    bool root = false;
+  };
+  auto eo = std::make_shared<ExecOpts>();
+  CLI::App* exec = app.add_subcommand("exec", "Run a command in a sandbox (km exec REF -- CMD ...)");
+  exec->add_option("ref", eo->ref, "ID, alias or number")->required();
+  exec->add_option("command", eo->argv, "The command and its arguments")->required();
+  exec->add_flag("--root", eo->root, "Run as root inside (privileged profiles only)");
+  exec->add_option("--cwd", eo->cwd, "Working directory inside the sandbox");
+  exec->callback([&global, eo, exit_code] { *exit_code = cmd_exec(global, eo->ref, eo->argv, eo->root, eo->cwd); });
+
+  for (const char* op : {"stop", "pause", "resume", "lock", "unlock", "destroy"}) {
+    auto r = std::make_shared<std::string>();
+    std::string help = std::string(op) == "stop"      ? "Stop a sandbox (processes end, disk is kept)"
+                       : std::string(op) == "pause"   ? "Freeze a sandbox's processes"
+                       : std::string(op) == "resume"  ? "Thaw a paused sandbox, or restart a stopped one"
+                       : std::string(op) == "lock"    ? "Lock a sandbox: it refuses stop, pause and destroy"
+                       : std::string(op) == "unlock"  ? "Unlock a sandbox"
+                                                      : "Destroy a sandbox (artifacts are collected first)";
+    CLI::App* sub = app.add_subcommand(op, help);
+    sub->add_option("ref", *r, "ID, alias or number")->required();
+    std::string name = op;
+    sub->callback([&global, r, name, exit_code] { *exit_code = cmd_simple(global, name, *r); });
+  }
+  auto er = std::make_shared<std::pair<std::string, std::string>>();
+  CLI::App* ext = app.add_subcommand("extend", "Extend a sandbox's TTL (capped by maxLifetime)");
+  ext->add_option("ref", er->first, "ID, alias or number")->required();
+  ext->add_option("duration", er->second, "e.g. 2h")->required();
+  ext->callback([&global, er, exit_code] {
+    auto d = parse_duration(er->second);
+    if (!d) {
+      print_error("duration: " + d.error().message());
+      *exit_code = kExitUsage;
+      return;
+    }
+    *exit_code = cmd_simple(global, "extend", er->first, Json{{"seconds", d->seconds}});
+  });
+}
+
+}  // namespace km::cli

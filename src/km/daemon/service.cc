@@ -1,0 +1,538 @@
+#include "km/daemon/service.h"
+
+#include <dirent.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <poll.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <set>
+#include <cstdio>
+#include <fstream>
+
+#include "km/base/duration.h"
+#include "km/base/strings.h"
+#include "km/profile/inherit.h"
+#include "km/profile/model.h"
+#include "km/sandbox/client.h"
+#include "km/sandbox/plan.h"
+#include "km/sandbox/protocol.h"
+#include "km/sys/unix_socket.h"
+
+namespace km::daemon {
+
+using Json = nlohmann::json;
+using store::State;
+
+Json error_reply(const Error& e) {
+  Json j{{"error", e.to_string()}, {"code", std::string(error_code_name(e.code()))}};
+  if (!e.hint().empty()) j["hint"] = e.hint();
+  return j;
+}
+
+namespace {
+
+std::string random_hex8() {
+  unsigned char b[4];
+  if (::getrandom(b, sizeof b, 0) != sizeof b) {
+    for (auto& x : b) x = static_cast<unsigned char>(std::rand());
+  }
+  char out[9];
+  std::snprintf(out, sizeof out, "%02x%02x%02x%02x", b[0], b[1], b[2], b[3]);
+  return out;
+}
+
+std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(path.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] != '.') out.emplace_back(e->d_name);
+  }
+  ::closedir(d);
+  return out;
+}
+
+uint32_t uid_base_of(int64_t slot) { return 1000000u + static_cast<uint32_t>(slot) * sandbox::kIdRange; }
+
+}  // namespace
+
+bool bad_alias(const std::string& a);
+
+Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shared_ptr<Clock> clock, log::Logger& log) {
+  std::unique_ptr<Service> s(new Service(config, std::move(clock), log));
+  s->layout_.state_dir = config.state_dir;
+  s->layout_.runtime_dir = config.runtime_dir;
+  auto pool = config.link_pool;
+  s->layout_.pool_base = pool.substr(0, pool.find('/'));
+  s->layout_.pool_prefix = std::stoi(pool.substr(pool.find('/') + 1));
+  sandbox::LauncherConfig lc;
+  lc.layout = s->layout_;
+  lc.init_path = config.init_path;
+  KM_ASSIGN_OR_RETURN(sandbox::Launcher l, sandbox::Launcher::create(lc));
+  s->launcher_.emplace(std::move(l));
+  KM_ASSIGN_OR_RETURN(s->store_, store::Store::open(config.state_dir + "/km.db"));
+  return s;
+}
+
+std::mutex& Service::lock_for(const std::string& id) {
+  std::lock_guard<std::mutex> g(locks_mu_);
+  auto& m = locks_[id];
+  if (!m) m = std::make_unique<std::mutex>();
+  return *m;
+}
+
+void Service::event(const std::string& id, const std::string& type, Json detail) {
+  (void)store_->add_event(id, clock_->now(), type, detail.dump(-1, ' ', false, Json::error_handler_t::replace));
+  log_.log(log::Level::kInfo, type, {{"detail", detail}}, id);
+}
+
+Json Service::describe(const store::Sandbox& s) {
+  Json j{{"id", s.id}, {"alias", s.alias}, {"number", s.number}, {"profile", s.profile_name},
+         {"state", std::string(store::state_name(s.state))}, {"reason", s.reason}, {"created_at", s.created_at},
+         {"expires_at", s.expires_at}, {"idle_timeout", s.idle_timeout}, {"max_lifetime", s.max_lifetime},
+         {"teardown_policy", s.teardown_policy}, {"locked", s.locked}, {"last_activity", s.last_activity},
+         {"cloned_from", s.cloned_from}};
+  return j;
+}
+
+Result<store::Sandbox> Service::find(const Json& req) {
+  std::string ref = req.value("ref", std::string());
+  if (ref.empty()) return fail(ErrorCode::kInvalidArgument, "no sandbox given");
+  KM_ASSIGN_OR_RETURN(auto s, store_->resolve(ref));
+  if (!s) {
+    return fail(Error(ErrorCode::kNotFound, "no sandbox " + km::quoted(ref)).with_hint("`km list` shows the sandboxes, their numbers and aliases"));
+  }
+  return *s;
+}
+
+Json Service::handle(const Json& req, std::vector<UniqueFd>& fds, int conn) {
+  std::string op = req.is_object() ? req.value("op", std::string()) : "";
+  try {
+    if (op == "create") return op_create(req);
+    if (op == "list") return op_list(req);
+    if (op == "status") return op_status(req);
+    if (op == "exec") return op_exec(req, fds, conn);
+    if (op == "stop" || op == "pause" || op == "resume" || op == "lock" || op == "unlock" || op == "extend" ||
+        op == "destroy") {
+      return op_simple(op, req);
+    }
+  } catch (const std::exception& e) {
+    // Bad JSON types from a client are its error, never a crash of kmd.
+    return error_reply(Error(ErrorCode::kInvalidArgument, std::string("malformed request: ") + e.what()));
+  }
+  return error_reply(Error(ErrorCode::kInvalidArgument, "unknown operation " + km::quoted(op)));
+}
+
+Json Service::op_create(const Json& req) {
+  std::string text = req.value("profile", std::string());
+  std::string label = req.value("profile_source", std::string("profile"));
+  // Never trust the client's validation: resolve (built-ins only) and validate again.
+  profile::ResolveOptions ro;
+  ro.allow_files = false;
+  profile::Checked checked = profile::check_text(text, label, ro);
+  if (!checked.resolved || checked.findings.has_errors()) {
+    std::string msg = "the profile is not valid";
+    for (const auto& f : checked.findings.items()) {
+      if (f.severity == profile::Severity::kError) {
+        msg += "\n" + f.to_string();
+      }
+    }
+    return error_reply(Error(ErrorCode::kInvalidArgument, msg).with_hint("run `km validate` on it"));
+  }
+  if (checked.resolved->abstract) {
+    return error_reply(Error(ErrorCode::kInvalidArgument, "the profile is abstract (a fragment for extends) and cannot be created"));
+  }
+  auto model = profile::decode(checked.resolved->root);
+  if (!model) return error_reply(model.error());
+  if (model->substrate != "local") {
+    return error_reply(Error(ErrorCode::kFailedPrecondition, "kmd runs the local substrate; this profile asks for " + model->substrate)
+                           .with_hint("set spec.runtime.substrate: local"));
+  }
+  // Fail closed: egress enforcement (DNS filter, egress proxy, kernel programs) is not built
+  // yet, so a sandbox can only be offered with no egress at all, and only when the operator
+  // accepts that for a profile that asks for more.
+  size_t rules = model->allowed_dns_suffixes.size() + model->allowed_hosts.size() + model->allowed_cidrs.size();
+  if (model->enforcement != "proxy") {
+    return error_reply(Error(ErrorCode::kFailedPrecondition, "enforcement " + model->enforcement +
+                                                                 " needs kernel (cgroup BPF) enforcement, which this kmd does not have yet")
+                           .with_hint("use enforcement: proxy"));
+  }
+  if (rules > 0 && !req.value("allow_no_egress", false)) {
+    return error_reply(Error(ErrorCode::kFailedPrecondition,
+                             "this profile allows egress (" + std::to_string(rules) +
+                                 " allowlist entries), which this kmd cannot enforce yet; a sandbox from it would have no network at all")
+                           .with_hint("use a profile without egress (quickstart, sealed), or pass --no-egress to accept a sandbox without network"));
+  }
+  int64_t now = clock_->now();
+  store::Sandbox s;
+  s.id = model->prefix + "-" + random_hex8();
+  s.alias = req.value("alias", std::string());
+  s.profile_name = model->name;
+  s.profile_yaml = text;
+  s.created_at = now;
+  int64_t ttl = model->ttl.seconds, idle = model->idle_timeout.seconds;
+  if (req.contains("ttl")) ttl = req["ttl"].get<int64_t>();
+  if (req.contains("idle")) idle = req["idle"].get<int64_t>();
+  s.max_lifetime = model->max_lifetime.seconds;
+  if (s.max_lifetime > 0 && (ttl == 0 || ttl > s.max_lifetime)) {
+    return error_reply(Error(ErrorCode::kInvalidArgument, "ttl " + format_duration({ttl}) + " exceeds maxLifetime " +
+                                                               format_duration({s.max_lifetime})));
+  }
+  s.expires_at = ttl > 0 ? now + ttl : 0;
+  s.idle_timeout = idle;
+  s.teardown_policy = model->teardown_policy;
+  if (!s.alias.empty() && bad_alias(s.alias)) {
+    return error_reply(Error(ErrorCode::kInvalidArgument, "alias " + km::quoted(s.alias) + " must be 1-32 letters, digits, '-' or '_' and not look like a number"));
+  }
+  auto inserted = store_->insert(s);
+  if (!inserted) return error_reply(inserted.error());
+  std::lock_guard<std::mutex> g(lock_for(inserted->id));
+  event(inserted->id, "created", {{"profile", s.profile_name}});
+  auto started = do_start(*inserted);
+  if (!started) {
+    Error e = started.error();
+    (void)launcher_->destroy(inserted->id);
+    (void)store_->transition(inserted->id, {State::kStarting}, State::kFailed, e.to_string());
+    event(inserted->id, "failed", {{"reason", e.to_string()}});
+    return error_reply(e.wrap("creating sandbox " + inserted->id));
+  }
+  return Json{{"ok", true}, {"sandbox", describe(*started)}};
+}
+
+bool bad_alias(const std::string& a) {
+  if (a.empty() || a.size() > 32) return true;
+  bool digits = a.find_first_not_of("0123456789") == std::string::npos;
+  if (digits) return true;
+  return a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != std::string::npos;
+}
+
+Result<store::Sandbox> Service::do_start(store::Sandbox s) {
+  auto checked = profile::check_text(s.profile_yaml, s.profile_name, [] {
+    profile::ResolveOptions o;
+    o.allow_files = false;
+    return o;
+  }());
+  if (!checked.resolved) return fail(ErrorCode::kInternal, "stored profile no longer resolves");
+  KM_ASSIGN_OR_RETURN(profile::Model m, profile::decode(checked.resolved->root));
+  sandbox::Allocation a{s.id, uid_base_of(s.slot), static_cast<uint32_t>(s.slot)};
+  KM_ASSIGN_OR_RETURN(sandbox::Spec spec, sandbox::plan(m, a, layout_));
+  sys::CgroupLimits lim{m.cpus, m.memory, m.pids};
+  KM_ASSIGN_OR_RETURN(sandbox::Started st, launcher_->start(spec, lim, a.uid_base, m.image));
+  KM_TRY(store_->set_process(s.id, st.pid, static_cast<int64_t>(st.start_time)));
+  KM_ASSIGN_OR_RETURN(bool moved, store_->transition(s.id, {State::kStarting, State::kStopped}, State::kRunning));
+  if (!moved) return fail(ErrorCode::kFailedPrecondition, "sandbox changed state while starting");
+  (void)store_->touch(s.id, clock_->now());
+  event(s.id, "started", {{"pid", st.pid}});
+  KM_ASSIGN_OR_RETURN(auto fresh, store_->get(s.id));
+  return *fresh;
+}
+
+Json Service::op_list(const Json& req) {
+  auto all = store_->list(req.value("all", false));
+  if (!all) return error_reply(all.error());
+  Json out = Json::array();
+  for (const auto& s : *all) out.push_back(describe(s));
+  return Json{{"ok", true}, {"sandboxes", out}, {"now", clock_->now()}};
+}
+
+Json Service::op_status(const Json& req) {
+  auto s = find(req);
+  if (!s) return error_reply(s.error());
+  Json d = describe(*s);
+  sys::SandboxCgroup cg = sys::SandboxCgroup::of(launcher_->cgroups(), s->id);
+  if (auto mem = cg.memory_current()) d["memory_bytes"] = *mem;
+  if (auto p = cg.pids()) d["processes"] = p->size();
+  {
+    std::lock_guard<std::mutex> g(sessions_mu_);
+    d["sessions"] = sessions_[s->id];
+  }
+  Json evs = Json::array();
+  if (auto e = store_->events(s->id)) {
+    for (const auto& ev : *e) evs.push_back(Json{{"ts", ev.ts}, {"type", ev.type}, {"detail", Json::parse(ev.detail, nullptr, false)}});
+  }
+  d["events"] = evs;
+  return Json{{"ok", true}, {"sandbox", d}, {"now", clock_->now()}};
+}
+
+Json Service::op_exec(const Json& req, std::vector<UniqueFd>& fds, int conn) {
+  auto s = find(req);
+  if (!s) return error_reply(s.error());
+  if (s->state != State::kRunning) {
+    return error_reply(Error(ErrorCode::kFailedPrecondition, "sandbox " + s->id + " is " + std::string(store::state_name(s->state)))
+                           .with_hint(s->state == State::kPaused || s->state == State::kStopped ? "km resume " + s->id : ""));
+  }
+  if (fds.size() != 3) return error_reply(Error(ErrorCode::kInvalidArgument, "exec needs stdin, stdout and stderr"));
+  auto ctl = launcher_->connect(s->id);
+  if (!ctl) return error_reply(ctl.error().wrap("reaching sandbox " + s->id));
+  sandbox::ExecRequest er;
+  for (const auto& a : req.at("argv")) er.argv.push_back(a.get<std::string>());
+  er.env = req.value("env", Json::object());
+  er.cwd = req.value("cwd", std::string());
+  er.root = req.value("root", false);
+  auto pid = sandbox::start_exec(ctl->get(), er, fds[0].get(), fds[1].get(), fds[2].get());
+  fds.clear();  // the sandbox holds them now
+  if (!pid) return error_reply(pid.error());
+  {
+    std::lock_guard<std::mutex> g(sessions_mu_);
+    ++sessions_[s->id];
+  }
+  (void)store_->touch(s->id, clock_->now());
+  (void)sys::send_message(conn, Json{{"started", *pid}}.dump());
+  // Wait for the end, or for the client to go away (then the process is killed).
+  Json result;
+  for (;;) {
+    pollfd p[2] = {{ctl->get(), POLLIN, 0}, {conn, POLLIN, 0}};
+    if (::poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      result = error_reply(Error::from_errno("poll"));
+      break;
+    }
+    if (p[0].revents) {
+      auto st = sandbox::wait_exit(ctl->get());
+      result = st ? Json{{"ok", true}, {"exit", st->code}, {"signal", st->signal}} : error_reply(st.error());
+      break;
+    }
+    if (p[1].revents) {
+      auto m = sys::recv_message(conn);
+      if (!m) {
+        (void)sys::send_message(ctl->get(), Json{{"op", "signal"}, {"sig", SIGKILL}}.dump());
+        result = Json{{"ok", false}};
+        break;
+      }
+      Json sig = Json::parse(m->data, nullptr, false);
+      if (sig.is_object() && sig.value("op", std::string()) == "signal") {
+        (void)sys::send_message(ctl->get(), Json{{"op", "signal"}, {"sig", sig.value("sig", SIGTERM)}}.dump());
+      }
+    }
+  }
+  {
+    std::lock_guard<std::mutex> g(sessions_mu_);
+    --sessions_[s->id];
+  }
+  (void)store_->touch(s->id, clock_->now());
+  return result;
+}
+
+Status Service::do_stop(const store::Sandbox& s, const std::string& reason) {
+  KM_TRY(launcher_->stop(s.id));
+  KM_ASSIGN_OR_RETURN(bool moved, store_->transition(s.id, {State::kRunning, State::kPaused}, State::kStopped, reason));
+  if (moved) event(s.id, "stopped", {{"reason", reason}});
+  return ok();
+}
+
+void Service::collect_artifacts(const store::Sandbox& s) {
+  auto checked = profile::check_text(s.profile_yaml, s.profile_name, [] {
+    profile::ResolveOptions o;
+    o.allow_files = false;
+    return o;
+  }());
+  if (!checked.resolved) return;
+  auto m = profile::decode(checked.resolved->root);
+  if (!m || m->artifact_paths.empty()) return;
+  // Artifacts are read from the sandbox's persistent directories (workspace and home).
+  std::string sdir = sandbox::sandbox_dir(layout_, s.id);
+  std::string dest = config_.state_dir + "/artifacts/" + s.id;
+  ::mkdir((config_.state_dir + "/artifacts").c_str(), 0700);
+  ::mkdir(dest.c_str(), 0700);
+  int64_t copied = 0, skipped = 0;
+  for (const std::string& p : m->artifact_paths) {
+    std::string host;
+    if (p.rfind("/workspace/", 0) == 0 || p == "/workspace") host = sdir + "/workspace" + p.substr(10);
+    else if (p.rfind("~/", 0) == 0) host = sdir + "/home" + p.substr(1);
+    else continue;
+    std::string target = dest + p;
+    std::string cmd = "mkdir -p \"$(dirname '" + target + "')\" && cp -a --no-dereference '" + host + "' '" + target + "' 2>/dev/null";
+    if (p.find('\'') != std::string::npos) continue;
+    struct stat st {};
+    if (::lstat(host.c_str(), &st) != 0) continue;
+    if (m->artifact_max_mb > 0 && S_ISREG(st.st_mode) && st.st_size > m->artifact_max_mb * 1024 * 1024) {
+      ++skipped;
+      continue;
+    }
+    if (std::system(cmd.c_str()) == 0) ++copied;
+  }
+  event(s.id, "artifacts", {{"collected", copied}, {"skipped_over_limit", skipped}, {"path", dest}});
+}
+
+Status Service::do_destroy(const store::Sandbox& s, const std::string& reason) {
+  KM_ASSIGN_OR_RETURN(bool moved, store_->transition(s.id, {State::kStarting, State::kRunning, State::kPaused, State::kStopped,
+                                                            State::kFailed, State::kDestroying},
+                                                     State::kDestroying, reason));
+  if (!moved) return ok();
+  collect_artifacts(s);
+  KM_TRY(launcher_->destroy(s.id));
+  (void)store_->transition(s.id, {State::kDestroying}, State::kDestroyed, reason);
+  event(s.id, "destroyed", {{"reason", reason}});
+  return ok();
+}
+
+Json Service::op_simple(const std::string& op, const Json& req) {
+  auto found = find(req);
+  if (!found) return error_reply(found.error());
+  std::lock_guard<std::mutex> g(lock_for(found->id));
+  auto s = store_->get(found->id);
+  if (!s || !*s) return error_reply(Error(ErrorCode::kNotFound, "sandbox vanished"));
+  store::Sandbox sb = **s;
+  auto locked_refusal = [&]() {
+    return error_reply(Error(ErrorCode::kFailedPrecondition, "sandbox " + sb.id + " is locked and refuses " + op)
+                           .with_hint("km unlock " + sb.id));
+  };
+  auto state_refusal = [&]() {
+    return error_reply(Error(ErrorCode::kFailedPrecondition, "sandbox " + sb.id + " is " + std::string(store::state_name(sb.state)) + "; cannot " + op));
+  };
+  Status st = ok();
+  if (op == "lock" || op == "unlock") {
+    st = store_->set_locked(sb.id, op == "lock");
+    if (st) event(sb.id, op == "lock" ? "locked" : "unlocked");
+  } else if (op == "stop") {
+    if (sb.locked) return locked_refusal();
+    if (sb.state != State::kRunning && sb.state != State::kPaused) return state_refusal();
+    st = do_stop(sb, "km stop");
+  } else if (op == "pause") {
+    if (sb.locked) return locked_refusal();
+    if (sb.state != State::kRunning) return state_refusal();
+    st = launcher_->freeze(sb.id, true);
+    if (st && *store_->transition(sb.id, {State::kRunning}, State::kPaused)) event(sb.id, "paused");
+  } else if (op == "resume") {
+    if (sb.state == State::kPaused) {
+      st = launcher_->freeze(sb.id, false);
+      if (st && *store_->transition(sb.id, {State::kPaused}, State::kRunning)) event(sb.id, "resumed");
+      (void)store_->touch(sb.id, clock_->now());
+    } else if (sb.state == State::kStopped) {
+      auto r = do_start(sb);
+      if (!r) {
+        (void)launcher_->stop(sb.id);
+        return error_reply(r.error().wrap("resuming " + sb.id));
+      }
+    } else {
+      return state_refusal();
+    }
+  } else if (op == "extend") {
+    auto ext = extend(sb, clock_->now(), req.at("seconds").get<int64_t>());
+    if (!ext) return error_reply(ext.error());
+    st = store_->set_expiry(sb.id, ext->expires_at);
+    if (st) event(sb.id, "extended", {{"expires_at", ext->expires_at}, {"capped", ext->capped}});
+    if (st) {
+      auto fresh = store_->get(sb.id);
+      return Json{{"ok", true}, {"sandbox", describe(**fresh)}, {"capped", ext->capped}};
+    }
+  } else if (op == "destroy") {
+    if (sb.locked) return locked_refusal();
+    if (sb.state == State::kDestroyed) return state_refusal();
+    st = do_destroy(sb, "km destroy");
+  }
+  if (!st) return error_reply(st.error());
+  auto fresh = store_->get(sb.id);
+  return Json{{"ok", true}, {"sandbox", fresh && *fresh ? describe(**fresh) : Json()}};
+}
+
+void Service::tick() {
+  auto all = store_->list();
+  if (!all) return;
+  int64_t now = clock_->now();
+  for (const auto& s : *all) {
+    int sessions;
+    {
+      std::lock_guard<std::mutex> g(sessions_mu_);
+      sessions = sessions_[s.id];
+    }
+    for (Due d : due(s, now, sessions)) {
+      std::lock_guard<std::mutex> g(lock_for(s.id));
+      switch (d) {
+        case Due::kTtlWarning:
+          event(s.id, "ttl-warning", {{"expires_at", s.expires_at}});
+          (void)store_->set_warned(s.id, true, s.idle_warned);
+          break;
+        case Due::kIdleWarning:
+          event(s.id, "idle-warning", {{"idle_since", s.last_activity}});
+          (void)store_->set_warned(s.id, s.ttl_warned, true);
+          break;
+        case Due::kTtlExpired:
+        case Due::kIdleExpired: {
+          bool ttl = d == Due::kTtlExpired;
+          std::string why = ttl ? "ttl expired" : "idle for " + format_duration({s.idle_timeout});
+          if (s.locked) {
+            // Locked: the expiry is skipped and recorded; TTL is cleared, idle re-armed.
+            event(s.id, "expiry-skipped", {{"reason", why + "; sandbox is locked"}});
+            if (ttl) {
+              (void)store_->set_expiry(s.id, 0);
+            } else {
+              (void)store_->touch(s.id, now);
+            }
+            break;
+          }
+          Status st = ok();
+          if (s.teardown_policy == "destroy") {
+            st = do_destroy(s, why);
+          } else if (s.teardown_policy == "stop") {
+            if (s.state != State::kStopped) st = do_stop(s, why);
+            if (ttl) (void)store_->set_expiry(s.id, 0);
+          } else {  // retain: record it and re-arm
+            event(s.id, "expired-retained", {{"reason", why}});
+            if (ttl) (void)store_->set_expiry(s.id, 0);
+            else (void)store_->touch(s.id, now);
+          }
+          if (!st) log_.error("teardown failed", {{"error", st.error().to_string()}});
+          break;
+        }
+      }
+    }
+  }
+}
+
+Status Service::reconcile() {
+  auto all = store_->list(/*include_destroyed=*/true);
+  if (!all) return fail(all.error());
+  std::set<std::string> live;
+  for (const auto& s : *all) {
+    switch (s.state) {
+      case State::kStarting:
+        // kmd died while creating it: undo.
+        (void)launcher_->destroy(s.id);
+        (void)store_->transition(s.id, {State::kStarting}, State::kFailed, "kmd stopped while the sandbox was being created");
+        event(s.id, "failed", {{"reason", "interrupted creation undone at kmd start"}});
+        live.insert(s.id);
+        break;
+      case State::kDestroying:
+        (void)launcher_->destroy(s.id);
+        (void)store_->transition(s.id, {State::kDestroying}, State::kDestroyed, s.reason);
+        event(s.id, "destroyed", {{"reason", "interrupted destroy finished at kmd start"}});
+        break;
+      case State::kRunning:
+      case State::kPaused: {
+        sandbox::Started st{static_cast<pid_t>(s.pid), static_cast<uint64_t>(s.pid_start)};
+        if (!launcher_->alive(st)) {
+          (void)launcher_->stop(s.id);
+          (void)store_->transition(s.id, {State::kRunning, State::kPaused}, State::kFailed, "the sandbox's init exited while kmd was down");
+          event(s.id, "failed", {{"reason", "init gone at kmd start"}});
+        }
+        live.insert(s.id);
+        break;
+      }
+      case State::kStopped:
+      case State::kFailed:
+        (void)launcher_->stop(s.id);  // no runtime state may outlive the process
+        live.insert(s.id);
+        break;
+      case State::kDestroyed:
+        break;
+    }
+  }
+  // Resources of sandboxes the store does not know (or knows as destroyed): remove.
+  std::set<std::string> seen;
+  for (const auto& id : sys::list_sandbox_cgroups(launcher_->cgroups())) seen.insert(id);
+  for (const auto& id : list_dir(config_.runtime_dir + "/sandboxes")) seen.insert(id);
+  for (const auto& id : list_dir(config_.state_dir + "/sandboxes")) seen.insert(id);
+  for (const auto& id : seen) {
+    if (live.count(id)) continue;
+    log_.warn("removing an orphaned sandbox", {{"id", id}});
+    (void)launcher_->destroy(id);
+  }
+  return ok();
+}
+
+}  // namespace km::daemon

@@ -1,0 +1,78 @@
+// kmd's service: every operation on sandboxes, the lifecycle timer, and reconciliation of
+// the store with what exists on the host after a restart.
+//
+// Crash safety: a sandbox's row is written (state starting) before any of its resources
+// exist, and every resource is named by the sandbox's ID, so after `kill -9` at any point a
+// restart can finish or undo what was under way: rows left in starting or destroying are
+// torn down by name, running rows whose init died are marked failed, and resources with no
+// row (cgroups, runtime and state directories) are removed.
+// Thread-safety: handle() may be called from many connection threads; operations on one
+// sandbox are serialised by a per-sandbox lock.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "km/base/log.h"
+#include "km/base/unique_fd.h"
+#include "km/daemon/config.h"
+#include "km/daemon/lifecycle.h"
+#include "km/sandbox/launcher.h"
+#include "km/store/store.h"
+
+namespace km::daemon {
+
+class Service {
+ public:
+  static Result<std::unique_ptr<Service>> create(const Config& config, std::shared_ptr<Clock> clock, log::Logger& log);
+
+  // Handles one request from a client connection; may use the connection for streaming
+  // (exec waits for the process). `fds` are descriptors attached to the request.
+  nlohmann::json handle(const nlohmann::json& req, std::vector<UniqueFd>& fds, int conn);
+
+  // Brings the store and the host into agreement (run at start-up).
+  Status reconcile();
+  // Applies what is due (TTL and idle warnings and expiries). Called every second by kmd.
+  void tick();
+
+  store::Store& store() { return *store_; }
+
+ private:
+  Service(Config c, std::shared_ptr<Clock> clock, log::Logger& log) : config_(std::move(c)), clock_(std::move(clock)), log_(log) {}
+
+  nlohmann::json op_create(const nlohmann::json& req);
+  nlohmann::json op_list(const nlohmann::json& req);
+  nlohmann::json op_status(const nlohmann::json& req);
+  nlohmann::json op_exec(const nlohmann::json& req, std::vector<UniqueFd>& fds, int conn);
+  nlohmann::json op_simple(const std::string& op, const nlohmann::json& req);
+
+  Result<store::Sandbox> find(const nlohmann::json& req);
+  Status do_stop(const store::Sandbox& s, const std::string& reason);
+  Status do_destroy(const store::Sandbox& s, const std::string& reason);
+  Result<store::Sandbox> do_start(store::Sandbox s);
+  void event(const std::string& id, const std::string& type, nlohmann::json detail = nlohmann::json::object());
+  void collect_artifacts(const store::Sandbox& s);
+  std::mutex& lock_for(const std::string& id);
+  nlohmann::json describe(const store::Sandbox& s);
+
+  Config config_;
+  std::shared_ptr<Clock> clock_;
+  log::Logger& log_;
+  std::unique_ptr<store::Store> store_;
+  std::optional<sandbox::Launcher> launcher_;
+  sandbox::HostLayout layout_;
+  std::mutex locks_mu_;
+  std::map<std::string, std::unique_ptr<std::mutex>> locks_;
+  std::mutex sessions_mu_;
+  std::map<std::string, int> sessions_;  // open exec/shell sessions per sandbox
+};
+
+nlohmann::json error_reply(const Error& e);
+
+}  // namespace km::daemon
