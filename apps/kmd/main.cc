@@ -45,7 +45,7 @@ std::string find_init() {
 
 int main(int argc, char** argv) {
   CLI::App app{"kmd: the km daemon for the local substrate"};
-  std::string config_path, state_dir, runtime_dir, socket, group;
+  std::string config_path, state_dir, runtime_dir, socket, group, cgroup_name;
   bool foreground = false;
   bool group_set = false;
   app.add_option("--config", config_path, "Config file (default /etc/km/kmd.yaml if it exists)");
@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   app.add_option("--runtime-dir", runtime_dir, "Override runtimeDir");
   app.add_option("--socket", socket, "Override socket");
   app.add_option("--group", group, "Override group")->each([&](const std::string&) { group_set = true; });
+  app.add_option("--cgroup-name", cgroup_name, "Name of km's cgroup directory (default km; for tests)")->group("");
   CLI11_PARSE(app, argc, argv);
 
   km::log::Logger log("kmd");
@@ -79,6 +80,7 @@ int main(int argc, char** argv) {
   if (!runtime_dir.empty()) config->runtime_dir = runtime_dir;
   if (!socket.empty()) config->socket = socket;
   if (group_set) config->group = group;
+  if (!cgroup_name.empty()) config->cgroup_name = cgroup_name;
   if (config->init_path.empty()) config->init_path = find_init();
   km::log::Level level;
   if (km::log::parse_level(config->log_level, &level)) log.set_min_level(level);

@@ -43,13 +43,16 @@ std::string remaining(const Json& s, int64_t now) {
   return exp > now ? format_duration({exp - now}) : "due";
 }
 
-int finish(const Result<Json>& r, const GlobalOptions& g, const std::function<void(const Json&)>& text) {
+// Prints a reply: `text` on a terminal, or the reply's `key` member as JSON.
+int finish(const Result<Json>& r, const GlobalOptions& g, const std::function<void(const Json&)>& text,
+           const char* key = "sandbox") {
   if (!r) {
     print_error(r.error());
     return kExitFailure;
   }
   if (g.output == "json") {
-    std::printf("%s\n", r->dump(2, ' ', false, Json::error_handler_t::replace).c_str());
+    const Json& body = r->contains(key) ? (*r)[key] : *r;
+    std::printf("%s\n", body.dump(2, ' ', false, Json::error_handler_t::replace).c_str());
   } else {
     text(*r);
   }
@@ -126,7 +129,7 @@ int cmd_list(const GlobalOptions& g, bool all) {
                       s["locked"].get<bool>() ? "locked" : ""});
     }
     std::fputs(render_table({"#", "ALIAS", "ID", "PROFILE", "STATE", "TTL", "AGE", ""}, rows).c_str(), stdout);
-  });
+  }, "sandboxes");
 }
 
 std::string utc(int64_t t) {

@@ -72,6 +72,7 @@ Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shar
   sandbox::LauncherConfig lc;
   lc.layout = s->layout_;
   lc.init_path = config.init_path;
+  lc.cgroup_name = config.cgroup_name;
   KM_ASSIGN_OR_RETURN(sandbox::Launcher l, sandbox::Launcher::create(lc));
   s->launcher_.emplace(std::move(l));
   KM_ASSIGN_OR_RETURN(s->store_, store::Store::open(config.state_dir + "/km.db"));

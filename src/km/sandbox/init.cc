@@ -633,7 +633,8 @@ class Init {
 }  // namespace
 
 int init_main() {
-  ::prctl(PR_SET_PDEATHSIG, 0);
+  // kmd set PDEATHSIG: if kmd dies while this sandbox is being built, the half-built sandbox
+  // goes with it (kmd's restart cleans up by name). Cleared below, once the sandbox is ready.
   auto msg = sys::recv_message(kInitSetupFd);
   if (!msg) return 1;
   auto reply = [](const Json& j) { (void)sys::send_message(kInitSetupFd, j.dump()); };
@@ -663,6 +664,8 @@ int init_main() {
     reply(Json{{"error", c.error().to_string()}});
     return 1;
   }
+  // From here on the sandbox outlives kmd: it keeps running (and enforced) while kmd is down.
+  ::prctl(PR_SET_PDEATHSIG, 0);
   reply(Json{{"ready", true}});
   ::close(kInitSetupFd);
   return init.serve();

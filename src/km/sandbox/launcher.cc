@@ -4,6 +4,7 @@
 #include <ftw.h>
 #include <linux/mount.h>
 #include <linux/sched.h>
+#include <sys/prctl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -150,12 +151,17 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
   args.exit_signal = SIGCHLD;
   args.cgroup = static_cast<uint64_t>(cgfd.get());
   int child_sync = pair.second.get();
+  int parent_sync = pair.first.get();
   int fds[3] = {child_sync, listen.get(), log.get()};
   int exe_fd = exe.get();
   long pid = ::syscall(SYS_clone3, &args, sizeof args);
   if (pid < 0) return fail(Error::from_errno("clone3 (new namespaces into the sandbox cgroup)"));
   if (pid == 0) {
     // Child, from a multithreaded parent: async-signal-safe system calls only until exec.
+    // Until the sandbox is set up, it dies with kmd (it holds copies of kmd's descriptors,
+    // client connections among them); the init clears this once it is ready.
+    ::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    ::syscall(SYS_close, parent_sync);  // so that kmd's death reads as end-of-file below
     int high[3];
     for (int i = 0; i < 3; ++i) high[i] = static_cast<int>(::syscall(SYS_fcntl, fds[i], F_DUPFD_CLOEXEC, 100));
     for (int i = 0; i < 3; ++i) ::syscall(SYS_dup3, high[i], 3 + i, 0);

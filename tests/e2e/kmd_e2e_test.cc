@@ -1,0 +1,224 @@
+// kmd and km together, as a user runs them: lifecycle through the CLI, TTL expiry, kmd
+// restarts that leave sandboxes running, and crash safety with kill -9 at random points.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "../cli/run.h"
+#include "km/base/file.h"
+
+namespace {
+
+using km::testing::run;
+using km::testing::RunResult;
+using Json = nlohmann::json;
+
+class Kmd : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "e2e test: kmd needs root";
+    char tmpl[] = "/tmp/km-e2e-XXXXXX";
+    root_ = ::mkdtemp(tmpl);
+    ::chmod(root_.c_str(), 0711);
+    socket_ = root_ + "/run/kmd.sock";
+    cgroup_ = "km-e2e-" + std::to_string(::getpid());
+    start_kmd();
+  }
+  void TearDown() override {
+    if (root_.empty()) return;
+    if (pid_ > 0) {
+      auto l = km({"-o", "json", "list"});
+      if (l.status == 0) {
+        for (const auto& s : Json::parse(l.out)) km({"unlock", s["id"]}), km({"destroy", s["id"]});
+      }
+      stop_kmd(SIGTERM);
+    }
+    std::system(("umount -l '" + root_ + "/run/lower' 2>/dev/null; rm -rf '" + root_ + "'").c_str());
+    std::system(("rmdir /sys/fs/cgroup/unified/" + cgroup_ + " 2>/dev/null").c_str());
+  }
+
+  void start_kmd() {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      std::string log = root_ + "/kmd.log";
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::execl(KMD_BIN, "kmd", "--foreground", "--state-dir", (root_ + "/state").c_str(), "--runtime-dir",
+              (root_ + "/run").c_str(), "--group", "", "--cgroup-name", cgroup_.c_str(), nullptr);
+      _exit(127);
+    }
+    for (int i = 0; i < 500; ++i) {  // wait (bounded) for the socket
+      if (::access(socket_.c_str(), F_OK) == 0 && km({"list"}).status == 0) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    FAIL() << "kmd did not come up: " << km::read_file(root_ + "/kmd.log", 1 << 20).value_or("");
+  }
+  void stop_kmd(int sig) {
+    ::kill(pid_, sig);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  RunResult km(std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), KM_BIN);
+    return run(args, {{"KM_SOCKET", socket_}}, input);
+  }
+  Json list() {
+    auto r = km({"-o", "json", "list", "--all"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return r.status == 0 ? Json::parse(r.out) : Json::array();
+  }
+  std::string create(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"create", "quickstart"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = km(args);
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::string id = r.out;
+    while (!id.empty() && id.back() == '\n') id.pop_back();
+    return id;
+  }
+  std::string cgroup_dir() const { return "/sys/fs/cgroup/unified/" + cgroup_; }
+
+  std::string root_, socket_, cgroup_;
+  pid_t pid_ = -1;
+};
+
+TEST_F(Kmd, CreateExecAndDestroyThroughTheCli) {
+  std::string id = create({"--alias", "demo"});
+  ASSERT_EQ(id.substr(0, 3), "qs-");
+  auto r = km({"exec", "demo", "--", "sh", "-c", "cat; echo to-err >&2; exit 42"}, "from stdin\n");
+  EXPECT_EQ(r.status, 42);
+  EXPECT_EQ(r.out, "from stdin\n");
+  EXPECT_EQ(r.err, "to-err\n");
+  auto by_number = km({"exec", "1", "--", "hostname"});
+  EXPECT_EQ(by_number.out, id + "\n");
+  auto missing = km({"exec", "demo", "--", "no-such-command"});
+  EXPECT_EQ(missing.status, 127);
+  EXPECT_NE(missing.err.find("no-such-command"), std::string::npos);
+  EXPECT_EQ(km({"destroy", "demo"}).status, 0);
+  EXPECT_EQ(list()[0]["state"], "destroyed");
+  EXPECT_NE(km({"exec", "demo", "--", "true"}).status, 0);
+}
+
+TEST_F(Kmd, LockedSandboxRefusesStopPauseDestroy) {
+  std::string id = create();
+  ASSERT_EQ(km({"lock", id}).status, 0);
+  for (const char* op : {"stop", "pause", "destroy"}) {
+    auto r = km({op, id});
+    EXPECT_EQ(r.status, 1) << op;
+    EXPECT_NE(r.err.find("locked"), std::string::npos) << r.err;
+  }
+  ASSERT_EQ(km({"unlock", id}).status, 0);
+  EXPECT_EQ(km({"pause", id}).status, 0);
+  EXPECT_NE(km({"exec", id, "--", "true"}).status, 0);
+  EXPECT_EQ(km({"resume", id}).status, 0);
+  EXPECT_EQ(km({"exec", id, "--", "true"}).status, 0);
+}
+
+TEST_F(Kmd, StopKeepsTheWorkspaceAndResumeRestarts) {
+  std::string id = create();
+  ASSERT_EQ(km({"exec", id, "--", "sh", "-c", "echo kept > /workspace/file"}).status, 0);
+  ASSERT_EQ(km({"stop", id}).status, 0);
+  ASSERT_EQ(km({"resume", id}).status, 0);
+  auto r = km({"exec", id, "--", "cat", "/workspace/file"});
+  EXPECT_EQ(r.out, "kept\n");
+}
+
+TEST_F(Kmd, TtlExpiryAppliesTheTeardownPolicy) {
+  std::string id = create({"--ttl", "2s", "--idle", "0"});
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  std::string state;
+  while (std::chrono::steady_clock::now() < deadline) {
+    state = list()[0]["state"];
+    if (state == "destroyed") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_EQ(state, "destroyed");
+  auto st = km({"status", id});
+  EXPECT_NE(st.out.find("ttl expired"), std::string::npos) << st.out;
+}
+
+TEST_F(Kmd, SandboxesKeepRunningWhileKmdIsDownAndAfterRestart) {
+  std::string id = create();
+  ASSERT_EQ(km({"exec", id, "--", "sh", "-c", "echo before > /workspace/f"}).status, 0);
+  stop_kmd(SIGKILL);
+  auto down = km({"list"});
+  EXPECT_EQ(down.status, 1);
+  EXPECT_NE(down.err.find("cannot reach kmd"), std::string::npos);
+  // The sandbox's processes are still there.
+  auto procs = km::read_file(cgroup_dir() + "/" + id + "/cgroup.procs", 1 << 16);
+  ASSERT_TRUE(procs);
+  EXPECT_FALSE(procs->empty());
+  start_kmd();
+  auto r = km({"exec", id, "--", "cat", "/workspace/f"});
+  EXPECT_EQ(r.out, "before\n") << r.err;
+  EXPECT_EQ(list()[0]["state"], "running");
+}
+
+TEST_F(Kmd, KillNineAtRandomPointsLeavesNoOrphans) {
+  std::mt19937 rng(12345);
+  for (int round = 0; round < 20; ++round) {
+    // A create in flight, and kmd killed somewhere inside it.
+    pid_t client = ::fork();
+    if (client == 0) {
+      int devnull = ::open("/dev/null", O_WRONLY);
+      ::dup2(devnull, 1);
+      ::dup2(devnull, 2);
+      ::setenv("KM_SOCKET", socket_.c_str(), 1);
+      ::execl(KM_BIN, "km", "create", "quickstart", nullptr);
+      _exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 40000)(rng)));
+    stop_kmd(SIGKILL);
+    ::waitpid(client, nullptr, 0);
+    start_kmd();
+    // Invariants after the restart: no half-made sandbox, nothing the store does not know.
+    std::set<std::string> running;
+    for (const auto& s : list()) {
+      std::string state = s["state"];
+      EXPECT_TRUE(state == "running" || state == "failed" || state == "destroyed") << state;
+      if (state == "running") running.insert(s["id"]);
+    }
+    for (const std::string& dir : {cgroup_dir(), root_ + "/run/sandboxes", root_ + "/state/sandboxes"}) {
+      auto ls = run({"/bin/ls", dir});
+      std::istringstream in(ls.out);
+      std::string id;
+      while (in >> id) {
+        if (dir == cgroup_dir() && id.rfind("cgroup.", 0) == 0) continue;
+        if (id.find('.') != std::string::npos) continue;
+        bool known = running.count(id) > 0;
+        if (!known) {
+          // Failed sandboxes keep their disk (for inspection) but nothing that runs.
+          for (const auto& s : list()) known = known || (s["id"] == id && s["state"] == "failed" && dir == root_ + "/state/sandboxes");
+        }
+        EXPECT_TRUE(known) << "orphan " << dir << "/" << id << " after round " << round;
+      }
+    }
+  }
+}
+
+TEST_F(Kmd, OnlyRootOrTheGroupMayUseKmd) {
+  auto r = run({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", KM_BIN, "list"}, {{"KM_SOCKET", socket_}});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_TRUE(r.err.find("Permission denied") != std::string::npos || r.err.find("permission denied") != std::string::npos) << r.err;
+}
+
+TEST_F(Kmd, ProfilesWithEgressAreRefusedUntilEgressCanBeEnforced) {
+  auto r = km({"create", "open-dev"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("cannot enforce yet"), std::string::npos) << r.err;
+  EXPECT_EQ(list().size(), 0u);
+}
+
+}  // namespace
