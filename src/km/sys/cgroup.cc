@@ -275,6 +275,14 @@ Result<uint64_t> SandboxCgroup::memory_current() const {
   return std::stoull(*t);
 }
 
+Result<uint64_t> SandboxCgroup::pids_limit_hits() const {
+  std::string file = v1_.count("pids") ? v1_.at("pids") + "/pids.events" : v2_ + "/pids.events";
+  KM_ASSIGN_OR_RETURN(std::string text, read_text(file));
+  size_t pos = text.find("max ");
+  if (pos == std::string::npos) return fail(ErrorCode::kInternal, "no max counter in " + file);
+  return std::stoull(text.substr(pos + 4));
+}
+
 std::vector<std::string> list_sandbox_cgroups(const CgroupLayout& layout) {
   std::vector<std::string> out;
   DIR* d = ::opendir(layout.v2_base().c_str());

@@ -59,6 +59,8 @@ class SandboxCgroup {
   Status destroy() const;
   bool exists() const;
   Result<std::vector<pid_t>> pids() const;
+  // How many forks the pids limit refused (pids.events "max").
+  Result<uint64_t> pids_limit_hits() const;
   // Memory in use (bytes), from v2 memory.current or v1 memory.usage_in_bytes.
   Result<uint64_t> memory_current() const;
 
