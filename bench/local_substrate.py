@@ -168,7 +168,6 @@ def main():
             print("km %-13s p50 %s  p95 %s  (%d lines)" % (" ".join(fmt), ms(pct(t, 50)), ms(pct(t, 95)), r.stdout.count("\n")))
     finally:
         k.stop()
-        subprocess.run(["umount", "-l", root + "/run/lower"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 if __name__ == "__main__":

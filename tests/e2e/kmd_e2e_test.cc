@@ -44,7 +44,7 @@ class Kmd : public ::testing::Test {
       }
       stop_kmd(SIGTERM);
     }
-    std::system(("umount -l '" + root_ + "/run/lower' 2>/dev/null; rm -rf '" + root_ + "'").c_str());
+    std::system(("rm -rf '" + root_ + "'").c_str());
     std::system(("rmdir /sys/fs/cgroup/unified/" + cgroup_ + " 2>/dev/null").c_str());
   }
 
@@ -109,6 +109,24 @@ TEST_F(Kmd, CreateExecAndDestroyThroughTheCli) {
   EXPECT_EQ(km({"destroy", "demo"}).status, 0);
   EXPECT_EQ(list()[0]["state"], "destroyed");
   EXPECT_NE(km({"exec", "demo", "--", "true"}).status, 0);
+}
+
+TEST_F(Kmd, ShellRunsInAPtyAndIsRecorded) {
+  std::string id = create();
+  auto r = km({"shell", id}, "tty; echo shell-says-$((6*7)); exit 4\n");
+  EXPECT_EQ(r.status, 4) << r.err;
+  EXPECT_NE(r.out.find("/dev/pts/"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("shell-says-42"), std::string::npos) << r.out;
+  auto st = km({"-o", "json", "status", id});
+  auto events = Json::parse(st.out)["events"];
+  std::string transcript;
+  for (const auto& e : events) {
+    if (e["type"] == "shell-ended") transcript = e["detail"]["transcript"];
+  }
+  ASSERT_FALSE(transcript.empty()) << st.out;
+  auto text = km::read_file(transcript, 1 << 20);
+  ASSERT_TRUE(text);
+  EXPECT_NE(text->find("shell-says-42"), std::string::npos);
 }
 
 TEST_F(Kmd, LockedSandboxRefusesStopPauseDestroy) {

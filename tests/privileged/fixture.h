@@ -41,7 +41,7 @@ class SandboxTest : public ::testing::Test {
   void TearDown() override {
     if (launcher_) {
       for (const auto& id : ids_) (void)launcher_->destroy(id);
-      std::system(("umount -l '" + root_ + "/run/lower' 2>/dev/null; rm -rf '" + root_ + "'").c_str());
+      std::system(("rm -rf '" + root_ + "'").c_str());
       ::rmdir(launcher_->cgroups().v2_base().c_str());
     }
   }

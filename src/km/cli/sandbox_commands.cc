@@ -4,11 +4,14 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <memory>
 
@@ -260,6 +263,61 @@ int cmd_exec(const GlobalOptions& g, const std::string& ref, const std::vector<s
   }
 }
 
+// An interactive shell: the terminal goes raw here, kmd relays to the sandbox's pty and keeps
+// a transcript; window size changes are forwarded.
+int cmd_shell(const GlobalOptions& g, const std::string& ref, bool root) {
+  auto client = KmdClient::connect(socket_path(g));
+  if (!client) {
+    print_error(client.error());
+    return kExitFailure;
+  }
+  winsize ws{};
+  bool tty = ::isatty(0) && ::ioctl(0, TIOCGWINSZ, &ws) == 0;
+  const char* term = std::getenv("TERM");
+  Json req{{"op", "shell"}, {"ref", ref}, {"root", root}, {"cols", tty ? ws.ws_col : 80}, {"rows", tty ? ws.ws_row : 24},
+           {"term", term ? term : "xterm-256color"}};
+  termios saved{};
+  if (tty) {
+    ::tcgetattr(0, &saved);
+    termios raw = saved;
+    ::cfmakeraw(&raw);
+    ::tcsetattr(0, TCSANOW, &raw);
+  }
+  auto restore = [&] {
+    if (tty) ::tcsetattr(0, TCSANOW, &saved);
+  };
+  auto started = client->call(req, {0, 1});
+  if (!started) {
+    restore();
+    print_error(started.error());
+    return kExitFailure;
+  }
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGWINCH);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC);
+  for (;;) {
+    pollfd p[2] = {{client->fd(), POLLIN, 0}, {sfd, POLLIN, 0}};
+    if (::poll(p, 2, -1) < 0) continue;
+    if (p[1].revents & POLLIN) {
+      signalfd_siginfo si{};
+      if (::read(sfd, &si, sizeof si) == sizeof si && ::ioctl(0, TIOCGWINSZ, &ws) == 0) {
+        (void)client->send(Json{{"op", "resize"}, {"cols", ws.ws_col}, {"rows", ws.ws_row}});
+      }
+    }
+    if (p[0].revents) {
+      auto done = client->receive();
+      restore();
+      if (!done) {
+        print_error(done.error());
+        return kExitFailure;
+      }
+      return (*done).value("exit", 1);
+    }
+  }
+}
+
 int cmd_simple(const GlobalOptions& g, const std::string& op, const std::string& ref, Json extra = Json::object()) {
   Json req = extra;
   req["op"] = op;
@@ -320,6 +378,12 @@ void add_sandbox_commands(CLI::App& app, GlobalOptions& global, int* exit_code) 
   exec->add_flag("--root", eo->root, "Run as root inside (privileged profiles only)");
   exec->add_option("--cwd", eo->cwd, "Working directory inside the sandbox");
   exec->callback([&global, eo, exit_code] { *exit_code = cmd_exec(global, eo->ref, eo->argv, eo->root, eo->cwd); });
+
+  auto so = std::make_shared<std::pair<std::string, bool>>();
+  CLI::App* shell = app.add_subcommand("shell", "Open an interactive shell in a sandbox (recorded to a transcript)");
+  shell->add_option("ref", so->first, "ID, alias or number")->required();
+  shell->add_flag("--root", so->second, "Root inside (privileged profiles only)");
+  shell->callback([&global, so, exit_code] { *exit_code = cmd_shell(global, so->first, so->second); });
 
   for (const char* op : {"stop", "pause", "resume", "lock", "unlock", "destroy"}) {
     auto r = std::make_shared<std::string>();

@@ -1,6 +1,9 @@
 #include "km/daemon/service.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <termios.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -117,6 +120,7 @@ Json Service::handle(const Json& req, std::vector<UniqueFd>& fds, int conn) {
     if (op == "list") return op_list(req);
     if (op == "status") return op_status(req);
     if (op == "exec") return op_exec(req, fds, conn);
+    if (op == "shell") return op_shell(req, fds, conn);
     if (op == "stop" || op == "pause" || op == "resume" || op == "lock" || op == "unlock" || op == "extend" ||
         op == "destroy") {
       return op_simple(op, req);
@@ -314,6 +318,108 @@ Json Service::op_exec(const Json& req, std::vector<UniqueFd>& fds, int conn) {
     std::lock_guard<std::mutex> g(sessions_mu_);
     --sessions_[s->id];
   }
+  (void)store_->touch(s->id, clock_->now());
+  return result;
+}
+
+// An interactive shell: the sandbox's init gives kmd the pty master; kmd relays between it
+// and the client's terminal (stdin, stdout) and records everything to a transcript in the
+// sandbox's state directory. The client's terminal never enters the sandbox.
+Json Service::op_shell(const Json& req, std::vector<UniqueFd>& fds, int conn) {
+  auto s = find(req);
+  if (!s) return error_reply(s.error());
+  if (s->state != State::kRunning) {
+    return error_reply(Error(ErrorCode::kFailedPrecondition, "sandbox " + s->id + " is " + std::string(store::state_name(s->state))));
+  }
+  if (fds.size() != 2) return error_reply(Error(ErrorCode::kInvalidArgument, "shell needs the terminal's input and output"));
+  auto ctl = launcher_->connect(s->id);
+  if (!ctl) return error_reply(ctl.error().wrap("reaching sandbox " + s->id));
+  Json sreq{{"op", "shell"}, {"cols", req.value("cols", 80)}, {"rows", req.value("rows", 24)}, {"root", req.value("root", false)},
+            {"term", req.value("term", std::string("xterm-256color"))}};
+  if (auto st = sys::send_message(ctl->get(), sreq.dump()); !st) return error_reply(st.error());
+  auto started = sys::recv_message(ctl->get());
+  if (!started) return error_reply(started.error());
+  Json sj = Json::parse(started->data, nullptr, false);
+  if (!sj.is_object() || sj.contains("error") || started->fds.size() != 1) {
+    return error_reply(Error(ErrorCode::kFailedPrecondition, sj.is_object() && sj.contains("error") ? sj["error"].get<std::string>() : "no terminal from the sandbox"));
+  }
+  UniqueFd master = std::move(started->fds[0]);
+  std::string dir = sandbox::sandbox_dir(layout_, s->id) + "/sessions";
+  ::mkdir(dir.c_str(), 0700);
+  int64_t t0 = clock_->now();
+  std::string transcript = dir + "/" + std::to_string(t0) + "-" + std::to_string(sj.value("pid", 0)) + ".log";
+  UniqueFd rec(::open(transcript.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  event(s->id, "shell-started", {{"transcript", transcript}});
+  {
+    std::lock_guard<std::mutex> g(sessions_mu_);
+    ++sessions_[s->id];
+  }
+  (void)sys::send_message(conn, Json{{"started", sj.value("pid", 0)}}.dump());
+  int in = fds[0].get(), out = fds[1].get();
+  char buf[16384];
+  Json result;
+  int64_t input_bytes = 0, output_bytes = 0;
+  bool input_open = true;
+  for (;;) {
+    pollfd p[4] = {{ctl->get(), POLLIN, 0}, {conn, POLLIN, 0}, {master.get(), POLLIN, 0}, {input_open ? in : -1, POLLIN, 0}};
+    if (::poll(p, 4, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (p[2].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = ::read(master.get(), buf, sizeof buf);
+      if (n > 0) {
+        output_bytes += n;
+        if (::write(out, buf, static_cast<size_t>(n)) < 0) {
+        }
+        if (rec && ::write(rec.get(), buf, static_cast<size_t>(n)) < 0) {
+        }
+      }
+    }
+    if (p[3].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = ::read(in, buf, sizeof buf);
+      if (n <= 0) {
+        input_open = false;
+      } else {
+        input_bytes += n;
+        if (::write(master.get(), buf, static_cast<size_t>(n)) < 0) input_open = false;
+        (void)store_->touch(s->id, clock_->now());  // shell input is activity
+      }
+    }
+    if (p[1].revents) {
+      auto m = sys::recv_message(conn);
+      if (!m) {
+        (void)sys::send_message(ctl->get(), Json{{"op", "signal"}, {"sig", SIGHUP}}.dump());
+        result = Json{{"ok", false}};
+        break;
+      }
+      Json c = Json::parse(m->data, nullptr, false);
+      if (c.is_object() && c.value("op", std::string()) == "resize") {
+        winsize ws{};
+        ws.ws_col = static_cast<unsigned short>(c.value("cols", 80));
+        ws.ws_row = static_cast<unsigned short>(c.value("rows", 24));
+        ::ioctl(master.get(), TIOCSWINSZ, &ws);
+      }
+    }
+    if (p[0].revents) {
+      auto st = sandbox::wait_exit(ctl->get());
+      // Drain what the shell printed last.
+      ::fcntl(master.get(), F_SETFL, O_NONBLOCK);
+      ssize_t n;
+      while ((n = ::read(master.get(), buf, sizeof buf)) > 0) {
+        if (::write(out, buf, static_cast<size_t>(n)) < 0) break;
+        if (rec && ::write(rec.get(), buf, static_cast<size_t>(n)) < 0) break;
+      }
+      result = st ? Json{{"ok", true}, {"exit", st->code}, {"signal", st->signal}} : error_reply(st.error());
+      break;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> g(sessions_mu_);
+    --sessions_[s->id];
+  }
+  event(s->id, "shell-ended", {{"transcript", transcript}, {"input_bytes", input_bytes}, {"output_bytes", output_bytes},
+                               {"exit", result.value("exit", -1)}});
   (void)store_->touch(s->id, clock_->now());
   return result;
 }

@@ -50,6 +50,7 @@ class Service {
   nlohmann::json op_list(const nlohmann::json& req);
   nlohmann::json op_status(const nlohmann::json& req);
   nlohmann::json op_exec(const nlohmann::json& req, std::vector<UniqueFd>& fds, int conn);
+  nlohmann::json op_shell(const nlohmann::json& req, std::vector<UniqueFd>& fds, int conn);
   nlohmann::json op_simple(const std::string& op, const nlohmann::json& req);
 
   Result<store::Sandbox> find(const nlohmann::json& req);

@@ -50,11 +50,6 @@ Status write_proc(const std::string& path, const std::string& value) {
   return ok();
 }
 
-bool is_mountpoint(const std::string& path) {
-  auto info = read_file("/proc/self/mountinfo", 16u << 20);
-  if (!info) return false;
-  return info->find(" " + path + " ") != std::string::npos;
-}
 
 int nftw_remove(const char* path, const struct stat*, int, struct FTW*) {
   return ::remove(path) == 0 || errno == ENOENT ? 0 : -1;
@@ -93,17 +88,6 @@ Result<Launcher> Launcher::create(LauncherConfig config) {
   const HostLayout& h = config.layout;
   for (const std::string& d : {h.state_dir, h.state_dir + "/sandboxes", h.runtime_dir, h.runtime_dir + "/sandboxes"}) {
     KM_TRY(mkdir_owned(d, 0711, 0, 0));
-  }
-  // The lower layer of every sandbox: a private, read-only, non-recursive bind of the host
-  // root (submounts such as /proc or /run are not part of it).
-  std::string lower = h.runtime_dir + "/lower";
-  if (!is_mountpoint(lower)) {
-    KM_TRY(mkdir_owned(lower, 0755, 0, 0));
-    if (::mount("/", lower.c_str(), nullptr, MS_BIND, nullptr) != 0) return fail(Error::from_errno("bind / at " + lower));
-    if (::mount(nullptr, lower.c_str(), nullptr, MS_PRIVATE, nullptr) != 0) return fail(Error::from_errno("make-private " + lower));
-    if (::mount(nullptr, lower.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
-      return fail(Error::from_errno("remount " + lower + " read-only"));
-    }
   }
   return Launcher(std::move(config), std::move(cg));
 }
@@ -211,7 +195,9 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
 
   // The lower layer, idmapped into the sandbox's user namespace: host root's files appear as
   // the sandbox root's, so copy-up works, while the host's files stay read-only underneath.
-  std::string lower_src = image == "host" || image.empty() ? config_.layout.runtime_dir + "/lower" : image;
+  // A detached, non-recursive clone of the host root (or the image): it never appears in the
+  // host's mount table, and carries none of the host's submounts (/proc, /run, ...).
+  std::string lower_src = image == "host" || image.empty() ? "/" : image;
   UniqueFd tree(static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, lower_src.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
   if (!tree) return abort_child(Error::from_errno("open_tree " + lower_src));
   mount_attr attr{};

@@ -36,7 +36,7 @@ struct Started {
 
 class Launcher {
  public:
-  // Checks kernel features and prepares host-wide state (the read-only lower bind of /).
+  // Checks kernel features and prepares the state and runtime directories.
   static Result<Launcher> create(LauncherConfig config);
 
   // Creates (fresh) or restarts (after stop) the sandbox and waits until it is ready.
