@@ -129,6 +129,21 @@ TEST_F(Kmd, ShellRunsInAPtyAndIsRecorded) {
   EXPECT_NE(text->find("shell-says-42"), std::string::npos);
 }
 
+TEST_F(Kmd, CloneCopiesTheWorkspaceOwnedByTheClone) {
+  std::string id = create({"--alias", "src"});
+  ASSERT_EQ(km({"exec", "src", "--", "sh", "-c", "mkdir -p /workspace/d && echo data > /workspace/d/f && ln -s d/f /workspace/link"}).status, 0);
+  auto c = km({"clone", "src", "--alias", "copy"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  auto r = km({"exec", "copy", "--", "sh", "-c", "cat /workspace/link; stat -c %U /workspace/d/f; echo more >> /workspace/d/f"});
+  EXPECT_EQ(r.out, "data\nsandbox\n") << r.err;
+  EXPECT_EQ(r.status, 0);
+  // The source is untouched and running again.
+  auto s = km({"exec", "src", "--", "cat", "/workspace/d/f"});
+  EXPECT_EQ(s.out, "data\n");
+  auto st = km({"-o", "json", "status", "copy"});
+  EXPECT_EQ(Json::parse(st.out)["cloned_from"], id);
+}
+
 TEST_F(Kmd, LockedSandboxRefusesStopPauseDestroy) {
   std::string id = create();
   ASSERT_EQ(km({"lock", id}).status, 0);

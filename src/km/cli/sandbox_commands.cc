@@ -379,6 +379,23 @@ void add_sandbox_commands(CLI::App& app, GlobalOptions& global, int* exit_code) 
   exec->add_option("--cwd", eo->cwd, "Working directory inside the sandbox");
   exec->callback([&global, eo, exit_code] { *exit_code = cmd_exec(global, eo->ref, eo->argv, eo->root, eo->cwd); });
 
+  auto cl = std::make_shared<std::pair<std::string, std::string>>();
+  CLI::App* clone = app.add_subcommand("clone", "Create a sandbox from another's profile, with a copy of its workspace");
+  clone->add_option("ref", cl->first, "ID, alias or number of the source")->required();
+  clone->add_option("--alias", cl->second, "Alias of the new sandbox");
+  clone->callback([&global, cl, exit_code] {
+    Json req{{"op", "clone"}, {"ref", cl->first}};
+    if (!cl->second.empty()) req["alias"] = cl->second;
+    auto r = call(global, req);
+    if (!r) {
+      print_error(r.error());
+      *exit_code = kExitFailure;
+      return;
+    }
+    std::printf("%s\n", global.output == "json" ? (*r)["sandbox"].dump(2).c_str() : (*r)["sandbox"]["id"].get<std::string>().c_str());
+    *exit_code = kExitOk;
+  });
+
   auto so = std::make_shared<std::pair<std::string, bool>>();
   CLI::App* shell = app.add_subcommand("shell", "Open an interactive shell in a sandbox (recorded to a transcript)");
   shell->add_option("ref", so->first, "ID, alias or number")->required();

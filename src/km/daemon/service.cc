@@ -121,6 +121,7 @@ Json Service::handle(const Json& req, std::vector<UniqueFd>& fds, int conn) {
     if (op == "status") return op_status(req);
     if (op == "exec") return op_exec(req, fds, conn);
     if (op == "shell") return op_shell(req, fds, conn);
+    if (op == "clone") return op_clone(req);
     if (op == "stop" || op == "pause" || op == "resume" || op == "lock" || op == "unlock" || op == "extend" ||
         op == "destroy") {
       return op_simple(op, req);
@@ -193,11 +194,16 @@ Json Service::op_create(const Json& req) {
   if (!s.alias.empty() && bad_alias(s.alias)) {
     return error_reply(Error(ErrorCode::kInvalidArgument, "alias " + km::quoted(s.alias) + " must be 1-32 letters, digits, '-' or '_' and not look like a number"));
   }
+  return create_and_start(s, nullptr);
+}
+
+Json Service::create_and_start(store::Sandbox s, const std::function<Status(const store::Sandbox&)>& prepare) {
   auto inserted = store_->insert(s);
   if (!inserted) return error_reply(inserted.error());
   std::lock_guard<std::mutex> g(lock_for(inserted->id));
-  event(inserted->id, "created", {{"profile", s.profile_name}});
-  auto started = do_start(*inserted);
+  event(inserted->id, "created", {{"profile", s.profile_name}, {"cloned_from", s.cloned_from}});
+  Status prepared = prepare ? prepare(*inserted) : ok();
+  auto started = prepared ? do_start(*inserted) : Result<store::Sandbox>(fail(prepared.error()));
   if (!started) {
     Error e = started.error();
     (void)launcher_->destroy(inserted->id);
@@ -206,6 +212,45 @@ Json Service::op_create(const Json& req) {
     return error_reply(e.wrap("creating sandbox " + inserted->id));
   }
   return Json{{"ok", true}, {"sandbox", describe(*started)}};
+}
+
+Json Service::op_clone(const Json& req) {
+  auto src = find(req);
+  if (!src) return error_reply(src.error());
+  if (src->state == State::kDestroyed || src->state == State::kDestroying || src->state == State::kStarting) {
+    return error_reply(Error(ErrorCode::kFailedPrecondition, "sandbox " + src->id + " is " + std::string(store::state_name(src->state)) + "; cannot clone it"));
+  }
+  store::Sandbox s;
+  std::string prefix = src->id.substr(0, src->id.rfind('-'));
+  s.id = prefix + "-" + random_hex8();
+  s.alias = req.value("alias", std::string());
+  if (!s.alias.empty() && bad_alias(s.alias)) {
+    return error_reply(Error(ErrorCode::kInvalidArgument, "alias " + km::quoted(s.alias) + " must be 1-32 letters, digits, '-' or '_' and not look like a number"));
+  }
+  int64_t now = clock_->now();
+  s.profile_name = src->profile_name;
+  s.profile_yaml = src->profile_yaml;
+  s.created_at = now;
+  int64_t ttl = src->expires_at > 0 ? src->expires_at - src->created_at : 0;
+  s.expires_at = ttl > 0 ? now + ttl : 0;
+  s.idle_timeout = src->idle_timeout;
+  s.max_lifetime = src->max_lifetime;
+  s.teardown_policy = src->teardown_policy;
+  s.cloned_from = src->id;
+  store::Sandbox source = *src;
+  return create_and_start(s, [&](const store::Sandbox& dst) -> Status {
+    // A consistent copy: the source is frozen while its workspace is read.
+    std::lock_guard<std::mutex> g(lock_for(source.id));
+    bool freeze = source.state == State::kRunning;
+    if (freeze) KM_TRY(launcher_->freeze(source.id, true));
+    std::string from = sandbox::sandbox_dir(layout_, source.id) + "/workspace";
+    std::string to = sandbox::sandbox_dir(layout_, dst.id) + "/workspace";
+    ::mkdir(sandbox::sandbox_dir(layout_, dst.id).c_str(), 0711);
+    Status st = sandbox::copy_tree_shifted(from, to, uid_base_of(source.slot), uid_base_of(dst.slot));
+    if (freeze) (void)launcher_->freeze(source.id, false);
+    if (st) event(source.id, "cloned", {{"to", dst.id}});
+    return st;
+  });
 }
 
 bool bad_alias(const std::string& a) {

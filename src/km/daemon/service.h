@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -50,6 +51,7 @@ class Service {
   nlohmann::json op_list(const nlohmann::json& req);
   nlohmann::json op_status(const nlohmann::json& req);
   nlohmann::json op_exec(const nlohmann::json& req, std::vector<UniqueFd>& fds, int conn);
+  nlohmann::json op_clone(const nlohmann::json& req);
   nlohmann::json op_shell(const nlohmann::json& req, std::vector<UniqueFd>& fds, int conn);
   nlohmann::json op_simple(const std::string& op, const nlohmann::json& req);
 
@@ -57,6 +59,8 @@ class Service {
   Status do_stop(const store::Sandbox& s, const std::string& reason);
   Status do_destroy(const store::Sandbox& s, const std::string& reason);
   Result<store::Sandbox> do_start(store::Sandbox s);
+  // Inserts and starts a sandbox; `prepare` runs after the row exists and before the start.
+  nlohmann::json create_and_start(store::Sandbox s, const std::function<Status(const store::Sandbox&)>& prepare);
   void event(const std::string& id, const std::string& type, nlohmann::json detail = nlohmann::json::object());
   void collect_artifacts(const store::Sandbox& s);
   std::mutex& lock_for(const std::string& id);

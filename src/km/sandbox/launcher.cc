@@ -67,6 +67,72 @@ uint64_t process_start_time(pid_t pid) {
   return fields.size() > 19 ? std::strtoull(fields[19].c_str(), nullptr, 10) : 0;
 }
 
+namespace {
+
+struct CopyCtx {
+  std::string from, to;
+  uint32_t from_base, to_base;
+  std::string error;
+};
+thread_local CopyCtx* g_copy = nullptr;
+
+uid_t shifted(uint32_t id, const CopyCtx& c) {
+  if (id >= c.from_base && id < c.from_base + kIdRange) return id - c.from_base + c.to_base;
+  return 65534;  // outside the source's range: nobody
+}
+
+int copy_entry(const char* path, const struct stat* st, int type, struct FTW*) {
+  CopyCtx& c = *g_copy;
+  std::string rel = std::string(path).substr(c.from.size());
+  std::string dst = c.to + rel;
+  if (type == FTW_D) {
+    if (::mkdir(dst.c_str(), st->st_mode & 07777) != 0 && errno != EEXIST) {
+      c.error = "mkdir " + dst + ": " + std::strerror(errno);
+      return -1;
+    }
+  } else if (type == FTW_SL) {
+    char target[4096];
+    ssize_t n = ::readlink(path, target, sizeof target - 1);
+    if (n < 0) return 0;
+    target[n] = 0;
+    if (::symlink(target, dst.c_str()) != 0 && errno != EEXIST) return 0;
+  } else if (type == FTW_F && S_ISREG(st->st_mode)) {
+    UniqueFd in(::open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd out(::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, st->st_mode & 07777));
+    if (!in || !out) {
+      c.error = "copying " + rel + ": " + std::strerror(errno);
+      return -1;
+    }
+    char buf[65536];
+    ssize_t n;
+    while ((n = ::read(in.get(), buf, sizeof buf)) > 0) {
+      if (::write(out.get(), buf, static_cast<size_t>(n)) != n) {
+        c.error = "writing " + dst + ": " + std::strerror(errno);
+        return -1;
+      }
+    }
+  } else {
+    return 0;  // devices, sockets, FIFOs: not copied
+  }
+  if (::lchown(dst.c_str(), shifted(st->st_uid, c), shifted(st->st_gid, c)) != 0) {
+    c.error = "chown " + dst + ": " + std::strerror(errno);
+    return -1;
+  }
+  if (type == FTW_D || type == FTW_F) ::chmod(dst.c_str(), st->st_mode & 07777);  // chown clears setuid bits
+  return 0;
+}
+
+}  // namespace
+
+Status copy_tree_shifted(const std::string& from, const std::string& to, uint32_t from_base, uint32_t to_base) {
+  CopyCtx c{from, to, from_base, to_base, ""};
+  g_copy = &c;
+  int rc = ::nftw(from.c_str(), copy_entry, 64, FTW_PHYS | FTW_MOUNT);
+  g_copy = nullptr;
+  if (rc != 0) return fail(ErrorCode::kInternal, c.error.empty() ? "copying " + from : c.error);
+  return ok();
+}
+
 Status remove_tree(const std::string& path) {
   if (::nftw(path.c_str(), nftw_remove, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) != 0 && errno != ENOENT) {
     return fail(Error::from_errno("removing " + path));

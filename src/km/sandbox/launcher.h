@@ -63,6 +63,10 @@ class Launcher {
 };
 
 uint64_t process_start_time(pid_t pid);
+// Copies a sandbox directory tree (regular files, directories, symlinks), shifting owners
+// from one sandbox's id range to another's so the copy belongs to the new sandbox. Does not
+// follow symlinks; skips devices, sockets and FIFOs.
+Status copy_tree_shifted(const std::string& from, const std::string& to, uint32_t from_base, uint32_t to_base);
 // Removes a directory tree without following symlinks. Idempotent.
 Status remove_tree(const std::string& path);
 
