@@ -61,6 +61,17 @@ std::vector<std::string> list_dir(const std::string& path) {
 
 uint32_t uid_base_of(int64_t slot) { return 1000000u + static_cast<uint32_t>(slot) * sandbox::kIdRange; }
 
+// The profile a sandbox was created from (stored resolved, so only built-ins may be named).
+Result<profile::Model> stored_model(const store::Sandbox& s) {
+  profile::ResolveOptions o;
+  o.allow_files = false;
+  profile::Checked checked = profile::check_text(s.profile_yaml, s.profile_name, o);
+  if (!checked.resolved || checked.findings.has_errors()) {
+    return fail(ErrorCode::kInternal, "the stored profile of " + s.id + " no longer validates");
+  }
+  return profile::decode(checked.resolved->root);
+}
+
 }  // namespace
 
 bool bad_alias(const std::string& a);
@@ -261,13 +272,7 @@ bool bad_alias(const std::string& a) {
 }
 
 Result<store::Sandbox> Service::do_start(store::Sandbox s) {
-  auto checked = profile::check_text(s.profile_yaml, s.profile_name, [] {
-    profile::ResolveOptions o;
-    o.allow_files = false;
-    return o;
-  }());
-  if (!checked.resolved) return fail(ErrorCode::kInternal, "stored profile no longer resolves");
-  KM_ASSIGN_OR_RETURN(profile::Model m, profile::decode(checked.resolved->root));
+  KM_ASSIGN_OR_RETURN(profile::Model m, stored_model(s));
   sandbox::Allocation a{s.id, uid_base_of(s.slot), static_cast<uint32_t>(s.slot)};
   KM_ASSIGN_OR_RETURN(sandbox::Spec spec, sandbox::plan(m, a, layout_));
   sys::CgroupLimits lim{m.cpus, m.memory, m.pids};
@@ -477,13 +482,7 @@ Status Service::do_stop(const store::Sandbox& s, const std::string& reason) {
 }
 
 void Service::collect_artifacts(const store::Sandbox& s) {
-  auto checked = profile::check_text(s.profile_yaml, s.profile_name, [] {
-    profile::ResolveOptions o;
-    o.allow_files = false;
-    return o;
-  }());
-  if (!checked.resolved) return;
-  auto m = profile::decode(checked.resolved->root);
+  auto m = stored_model(s);
   if (!m || m->artifact_paths.empty()) return;
   // Artifacts are read from the sandbox's persistent directories (workspace and home).
   std::string sdir = sandbox::sandbox_dir(layout_, s.id);
