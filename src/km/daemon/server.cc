@@ -37,6 +37,7 @@ std::string Server::refuse(int conn) {
 }
 
 void Server::connection(UniqueFd conn) {
+  (void)sys::allow_large_messages(conn.get());  // `km list` of thousands of sandboxes
   std::string why = refuse(conn.get());
   if (!why.empty()) {
     (void)sys::send_message(conn.get(), Json{{"error", why}, {"code", "permission-denied"}}.dump());

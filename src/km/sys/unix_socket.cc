@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -101,8 +102,23 @@ Status send_message(int sock, std::string_view data, const std::vector<int>& fds
 }
 
 Result<Message> recv_message(int sock) {
+  // Learn the datagram's size first, so a small message costs a small buffer.
+  char probe;
+  ssize_t size;
+  do {
+    size = ::recv(sock, &probe, 1, MSG_PEEK | MSG_TRUNC);
+  } while (size < 0 && errno == EINTR);
+  if (size < 0) {
+    if (errno == ECONNRESET) return fail(Error(ErrorCode::kUnavailable, "peer closed the connection"));
+    return fail(Error::from_errno("recv"));
+  }
+  if (size == 0) return fail(Error(ErrorCode::kUnavailable, "peer closed the connection"));
+  if (static_cast<size_t>(size) > kMaxMessage) {
+    (void)::recv(sock, &probe, 1, 0);  // drop it
+    return fail(ErrorCode::kInvalidArgument, "message of " + std::to_string(size) + " bytes is over the limit");
+  }
   Message out;
-  out.data.resize(kMaxMessage);
+  out.data.resize(static_cast<size_t>(size));
   iovec iov{out.data.data(), out.data.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -144,6 +160,14 @@ Result<Message> recv_message_timeout(int sock, int timeout_ms) {
   if (rc < 0) return fail(Error::from_errno("poll"));
   if (rc == 0) return fail(Error(ErrorCode::kUnavailable, "timed out"));
   return recv_message(sock);
+}
+
+Status allow_large_messages(int sock) {
+  int size = static_cast<int>(kMaxMessage + (64u << 10));
+  if (::setsockopt(sock, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0) {
+    return fail(Error::from_errno("setsockopt SO_SNDBUFFORCE"));
+  }
+  return ok();
 }
 
 Result<PeerCred> peer_credentials(int sock) {

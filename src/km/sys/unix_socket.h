@@ -16,7 +16,7 @@
 
 namespace km::sys {
 
-inline constexpr size_t kMaxMessage = 4u << 20;
+inline constexpr size_t kMaxMessage = 16u << 20;
 inline constexpr size_t kMaxFds = 8;
 
 struct Message {
@@ -45,5 +45,9 @@ Result<Message> recv_message(int sock);
 Result<Message> recv_message_timeout(int sock, int timeout_ms);
 
 Result<PeerCred> peer_credentials(int sock);
+
+// Lets `sock` send datagrams up to kMaxMessage (a SEQPACKET datagram must fit the sender's
+// buffer). Needs CAP_NET_ADMIN (kmd); returns an error otherwise.
+Status allow_large_messages(int sock);
 
 }  // namespace km::sys
