@@ -117,7 +117,7 @@ def main():
             else:
                 print("srt: failed: " + err)
         else:
-            print("srt: not installed (npm install -g @anthropic-ai/sandbox-runtime)")
+            print("srt: not installed (npm install -g @anthropic-ai/sandbox-runtime; it needs bubblewrap, socat and ripgrep)")
 
         print("\n== %d sandboxes alive at once ==" % a.alive)
         base = rss_kib(k.proc.pid)

@@ -296,11 +296,14 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
 }
 
 Status Launcher::stop(const std::string& id) {
-  sys::SandboxCgroup cg = sys::SandboxCgroup::of(cgroups_, id);
-  KM_TRY(cg.destroy());
+  // Every step runs even if an earlier one failed (a retry finishes the rest); the first
+  // error is reported.
   std::string rdir = runtime_dir(id);
-  KM_TRY(sys::remove_pinned_netns(rdir + "/netns"));
-  KM_TRY(remove_tree(rdir));
+  Status steps[] = {sys::SandboxCgroup::of(cgroups_, id).destroy(), sys::remove_pinned_netns(rdir + "/netns"),
+                    remove_tree(rdir)};
+  for (Status& s : steps) {
+    if (!s) return s;
+  }
   return ok();
 }
 
