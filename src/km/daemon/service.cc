@@ -313,6 +313,16 @@ Json Service::op_status(const Json& req) {
   return Json{{"ok", true}, {"sandbox", d}, {"now", clock_->now()}};
 }
 
+Service::SessionGuard::SessionGuard(Service& svc, std::string id) : svc_(svc), id_(std::move(id)) {
+  std::lock_guard<std::mutex> g(svc_.sessions_mu_);
+  ++svc_.sessions_[id_];
+}
+
+Service::SessionGuard::~SessionGuard() {
+  std::lock_guard<std::mutex> g(svc_.sessions_mu_);
+  --svc_.sessions_[id_];
+}
+
 Json Service::op_exec(const Json& req, std::vector<UniqueFd>& fds, int conn) {
   auto s = find(req);
   if (!s) return error_reply(s.error());
@@ -331,10 +341,7 @@ Json Service::op_exec(const Json& req, std::vector<UniqueFd>& fds, int conn) {
   auto pid = sandbox::start_exec(ctl->get(), er, fds[0].get(), fds[1].get(), fds[2].get());
   fds.clear();  // the sandbox holds them now
   if (!pid) return error_reply(pid.error());
-  {
-    std::lock_guard<std::mutex> g(sessions_mu_);
-    ++sessions_[s->id];
-  }
+  SessionGuard session(*this, s->id);  // a sandbox with an open session is never idle
   (void)store_->touch(s->id, clock_->now());
   (void)sys::send_message(conn, Json{{"started", *pid}}.dump());
   // Wait for the end, or for the client to go away (then the process is killed).
@@ -363,10 +370,6 @@ Json Service::op_exec(const Json& req, std::vector<UniqueFd>& fds, int conn) {
         (void)sys::send_message(ctl->get(), Json{{"op", "signal"}, {"sig", sig.value("sig", SIGTERM)}}.dump());
       }
     }
-  }
-  {
-    std::lock_guard<std::mutex> g(sessions_mu_);
-    --sessions_[s->id];
   }
   (void)store_->touch(s->id, clock_->now());
   return result;
@@ -400,10 +403,7 @@ Json Service::op_shell(const Json& req, std::vector<UniqueFd>& fds, int conn) {
   std::string transcript = dir + "/" + std::to_string(t0) + "-" + std::to_string(sj.value("pid", 0)) + ".log";
   UniqueFd rec(::open(transcript.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
   event(s->id, "shell-started", {{"transcript", transcript}});
-  {
-    std::lock_guard<std::mutex> g(sessions_mu_);
-    ++sessions_[s->id];
-  }
+  SessionGuard session(*this, s->id);  // a sandbox with an open session is never idle
   (void)sys::send_message(conn, Json{{"started", sj.value("pid", 0)}}.dump());
   int in = fds[0].get(), out = fds[1].get();
   char buf[16384];
@@ -463,10 +463,6 @@ Json Service::op_shell(const Json& req, std::vector<UniqueFd>& fds, int conn) {
       result = st ? Json{{"ok", true}, {"exit", st->code}, {"signal", st->signal}} : error_reply(st.error());
       break;
     }
-  }
-  {
-    std::lock_guard<std::mutex> g(sessions_mu_);
-    --sessions_[s->id];
   }
   event(s->id, "shell-ended", {{"transcript", transcript}, {"input_bytes", input_bytes}, {"output_bytes", output_bytes},
                                {"exit", result.value("exit", -1)}});

@@ -74,6 +74,19 @@ class Service {
   sandbox::HostLayout layout_;
   std::mutex locks_mu_;
   std::map<std::string, std::unique_ptr<std::mutex>> locks_;
+  // Counts an open exec or shell session for the idle timer while it lives.
+  class SessionGuard {
+   public:
+    SessionGuard(Service& svc, std::string id);
+    ~SessionGuard();
+    SessionGuard(const SessionGuard&) = delete;
+    SessionGuard& operator=(const SessionGuard&) = delete;
+
+   private:
+    Service& svc_;
+    std::string id_;
+  };
+
   std::mutex sessions_mu_;
   std::map<std::string, int> sessions_;  // open exec/shell sessions per sandbox
 };
