@@ -32,13 +32,14 @@ std::string exe_dir() {
   return p.substr(0, p.rfind('/'));
 }
 
-std::string find_init() {
+// A helper binary installed next to kmd (libexec/km), or beside it in a build tree.
+std::string find_helper(const std::string& name) {
   std::string d = exe_dir();
-  for (const std::string& c : {d + "/../libexec/km/km-sandbox-init", d + "/km-sandbox-init",
-                               d + "/../km-sandbox-init/km-sandbox-init", std::string("/usr/local/libexec/km/km-sandbox-init")}) {
+  for (const std::string& c : {d + "/../libexec/km/" + name, d + "/" + name, d + "/../" + name + "/" + name,
+                               "/usr/local/libexec/km/" + name}) {
     if (::access(c.c_str(), X_OK) == 0) return c;
   }
-  return d + "/../libexec/km/km-sandbox-init";
+  return d + "/../libexec/km/" + name;
 }
 
 }  // namespace
@@ -81,7 +82,8 @@ int main(int argc, char** argv) {
   if (!socket.empty()) config->socket = socket;
   if (group_set) config->group = group;
   if (!cgroup_name.empty()) config->cgroup_name = cgroup_name;
-  if (config->init_path.empty()) config->init_path = find_init();
+  if (config->init_path.empty()) config->init_path = find_helper("km-sandbox-init");
+  if (config->enforcer_path.empty()) config->enforcer_path = find_helper("km-enforcer");
   km::log::Level level;
   if (km::log::parse_level(config->log_level, &level)) log.set_min_level(level);
 

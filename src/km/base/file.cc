@@ -38,4 +38,26 @@ Result<std::string> read_file(const std::string& path, size_t max_bytes) {
   return out;
 }
 
+Status write_file_atomic(const std::string& path, const std::string& content, unsigned mode) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode));
+  if (!fd) return fail(Error::from_errno("create " + tmp));
+  size_t off = 0;
+  while (off < content.size()) {
+    ssize_t n = ::write(fd.get(), content.data() + off, content.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::unlink(tmp.c_str());
+      return fail(Error::from_errno("write " + tmp));
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd.get()) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    Error e = Error::from_errno("write " + path);
+    ::unlink(tmp.c_str());
+    return fail(std::move(e));
+  }
+  return ok();
+}
+
 }  // namespace km

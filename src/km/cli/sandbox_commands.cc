@@ -63,7 +63,7 @@ int finish(const Result<Json>& r, const GlobalOptions& g, const std::function<vo
 }
 
 int cmd_create(const GlobalOptions& g, const std::string& ref, const std::string& alias, const std::string& ttl,
-               const std::string& idle, bool no_egress, double compute, double ai) {
+               const std::string& idle, double compute, double ai) {
   if (compute >= 0 || ai >= 0) {
     print_error("--compute and --ai budgets cannot be enforced by this version of km",
                 "budgets arrive with AI metering; create without them, or wait for that release");
@@ -90,7 +90,7 @@ int cmd_create(const GlobalOptions& g, const std::string& ref, const std::string
     print_error(yaml_text.error());
     return kExitFailure;
   }
-  Json req{{"op", "create"}, {"profile", *yaml_text}, {"profile_source", ref}, {"allow_no_egress", no_egress}};
+  Json req{{"op", "create"}, {"profile", *yaml_text}, {"profile_source", ref}};
   if (!alias.empty()) req["alias"] = alias;
   for (auto [flag, value] : {std::pair<const char*, const std::string*>{"ttl", &ttl}, {"idle", &idle}}) {
     if (value->empty()) continue;
@@ -339,7 +339,6 @@ int cmd_simple(const GlobalOptions& g, const std::string& op, const std::string&
 void add_sandbox_commands(CLI::App& app, GlobalOptions& global, int* exit_code) {
   struct CreateOpts {
     std::string profile, alias, ttl, idle;
-    bool no_egress = false;
     double compute = -1, ai = -1;
   };
   auto co = std::make_shared<CreateOpts>();
@@ -350,9 +349,8 @@ void add_sandbox_commands(CLI::App& app, GlobalOptions& global, int* exit_code) 
   create->add_option("--idle", co->idle, "Override the profile's idleTimeout");
   create->add_option("--compute", co->compute, "Compute budget in USD")->check(CLI::NonNegativeNumber);
   create->add_option("--ai", co->ai, "AI budget in USD")->check(CLI::NonNegativeNumber);
-  create->add_flag("--no-egress", co->no_egress, "Accept a sandbox without network for a profile that allows egress");
   create->callback([&global, co, exit_code] {
-    *exit_code = cmd_create(global, co->profile, co->alias, co->ttl, co->idle, co->no_egress, co->compute, co->ai);
+    *exit_code = cmd_create(global, co->profile, co->alias, co->ttl, co->idle, co->compute, co->ai);
   });
 
   auto all = std::make_shared<bool>(false);

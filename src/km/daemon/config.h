@@ -33,6 +33,7 @@ struct Config {
   std::string price_table;
   std::string log_level = "info";
   std::string init_path;  // default: next to kmd, then /usr/local/libexec/km
+  std::string enforcer_path;  // km-enforcer; found the same way
   std::string cgroup_name = "km";  // directory beneath kmd's cgroups (tests use their own)
 
   std::string socket_path() const { return socket.empty() ? runtime_dir + "/kmd.sock" : socket; }

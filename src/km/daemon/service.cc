@@ -18,6 +18,7 @@
 
 #include "km/base/duration.h"
 #include "km/base/strings.h"
+#include "km/enforcer/config.h"
 #include "km/profile/inherit.h"
 #include "km/profile/model.h"
 #include "km/sandbox/client.h"
@@ -76,6 +77,11 @@ Result<profile::Model> stored_model(const store::Sandbox& s) {
 
 bool bad_alias(const std::string& a);
 
+namespace {
+// Enforcers run as nobody: they need no privilege once kmd has opened their sockets.
+constexpr uint32_t kEnforcerUid = 65534;
+}  // namespace
+
 Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shared_ptr<Clock> clock, log::Logger& log) {
   std::unique_ptr<Service> s(new Service(config, std::move(clock), log));
   s->layout_.state_dir = config.state_dir;
@@ -86,6 +92,7 @@ Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shar
   sandbox::LauncherConfig lc;
   lc.layout = s->layout_;
   lc.init_path = config.init_path;
+  lc.enforcer_path = config.enforcer_path;
   lc.cgroup_name = config.cgroup_name;
   KM_ASSIGN_OR_RETURN(sandbox::Launcher l, sandbox::Launcher::create(lc));
   s->launcher_.emplace(std::move(l));
@@ -169,20 +176,12 @@ Json Service::op_create(const Json& req) {
     return error_reply(Error(ErrorCode::kFailedPrecondition, "kmd runs the local substrate; this profile asks for " + model->substrate)
                            .with_hint("set spec.runtime.substrate: local"));
   }
-  // Fail closed: egress enforcement (DNS filter, egress proxy, kernel programs) is not built
-  // yet, so a sandbox can only be offered with no egress at all, and only when the operator
-  // accepts that for a profile that asks for more.
-  size_t rules = model->allowed_dns_suffixes.size() + model->allowed_hosts.size() + model->allowed_cidrs.size();
+  // Fail closed: kernel (cgroup BPF) enforcement is not built yet, so profiles that ask for it
+  // are refused rather than run with less than they say.
   if (model->enforcement != "proxy") {
     return error_reply(Error(ErrorCode::kFailedPrecondition, "enforcement " + model->enforcement +
                                                                  " needs kernel (cgroup BPF) enforcement, which this kmd does not have yet")
                            .with_hint("use enforcement: proxy"));
-  }
-  if (rules > 0 && !req.value("allow_no_egress", false)) {
-    return error_reply(Error(ErrorCode::kFailedPrecondition,
-                             "this profile allows egress (" + std::to_string(rules) +
-                                 " allowlist entries), which this kmd cannot enforce yet; a sandbox from it would have no network at all")
-                           .with_hint("use a profile without egress (quickstart, sealed), or pass --no-egress to accept a sandbox without network"));
   }
   int64_t now = clock_->now();
   store::Sandbox s;
@@ -276,7 +275,26 @@ Result<store::Sandbox> Service::do_start(store::Sandbox s) {
   sandbox::Allocation a{s.id, uid_base_of(s.slot), static_cast<uint32_t>(s.slot)};
   KM_ASSIGN_OR_RETURN(sandbox::Spec spec, sandbox::plan(m, a, layout_));
   sys::CgroupLimits lim{m.cpus, m.memory, m.pids};
-  KM_ASSIGN_OR_RETURN(sandbox::Started st, launcher_->start(spec, lim, a.uid_base, m.image));
+  std::string enforcer_config;
+  if (spec.net.egress) {
+    enforcer::Config ec;
+    ec.sandbox = s.id;
+    ec.link_address = spec.net.peer_address;
+    ec.proxy_port = spec.net.proxy_port;
+    ec.policy.dns_suffixes = m.allowed_dns_suffixes;
+    ec.policy.hosts = m.allowed_hosts;
+    ec.policy.cidrs = m.allowed_cidrs;
+    ec.policy.allow_private_ranges = m.allow_private_ranges;
+    ec.policy.https_only = m.https_only;
+    ec.upstream_dns = config_.upstream_dns;
+    ec.upstream_proxy = config_.upstream_proxy;
+    ec.ca_bundle = config_.extra_ca_bundle;
+    ec.pid_file = launcher_->runtime_dir(s.id) + "/enforcer.pid";
+    ec.run_as_uid = kEnforcerUid;
+    ec.run_as_gid = kEnforcerUid;
+    enforcer_config = enforcer::to_json(ec);
+  }
+  KM_ASSIGN_OR_RETURN(sandbox::Started st, launcher_->start(spec, lim, a.uid_base, m.image, enforcer_config));
   KM_TRY(store_->set_process(s.id, st.pid, static_cast<int64_t>(st.start_time)));
   KM_ASSIGN_OR_RETURN(bool moved, store_->transition(s.id, {State::kStarting, State::kStopped}, State::kRunning));
   if (!moved) return fail(ErrorCode::kFailedPrecondition, "sandbox changed state while starting");
@@ -577,10 +595,28 @@ Json Service::op_simple(const std::string& op, const Json& req) {
   return Json{{"ok", true}, {"sandbox", fresh && *fresh ? describe(**fresh) : Json()}};
 }
 
+void Service::supervise_enforcer(const std::string& id) {
+  auto restarted = launcher_->ensure_enforcer(id);
+  if (!restarted) {
+    log_.log(log::Level::kError, "cannot restart the enforcer; the sandbox has no egress", {{"error", restarted.error().to_string()}}, id);
+    event(id, "enforcer-down", {{"reason", restarted.error().to_string()}});
+  } else if (*restarted) {
+    log_.log(log::Level::kWarn, "enforcer was gone; restarted", {}, id);
+    event(id, "enforcer-restarted", Json::object());
+  }
+}
+
 void Service::tick() {
   auto all = store_->list();
   if (!all) return;
   int64_t now = clock_->now();
+  for (const auto& s : *all) {
+    if (s.state == State::kRunning || s.state == State::kPaused) {
+      std::lock_guard<std::mutex> g(lock_for(s.id));
+      auto fresh = store_->get(s.id);
+      if (fresh && *fresh && ((*fresh)->state == State::kRunning || (*fresh)->state == State::kPaused)) supervise_enforcer(s.id);
+    }
+  }
   for (const auto& s : *all) {
     int sessions;
     {
@@ -656,6 +692,8 @@ Status Service::reconcile() {
           (void)launcher_->stop(s.id);
           (void)store_->transition(s.id, {State::kRunning, State::kPaused}, State::kFailed, "the sandbox's init exited while kmd was down");
           event(s.id, "failed", {{"reason", "init gone at kmd start"}});
+        } else {
+          supervise_enforcer(s.id);
         }
         live.insert(s.id);
         break;

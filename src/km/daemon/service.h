@@ -41,6 +41,8 @@ class Service {
   Status reconcile();
   // Applies what is due (TTL and idle warnings and expiries). Called every second by kmd.
   void tick();
+  // Restarts the sandbox's enforcer if it died (the sandbox has no egress meanwhile).
+  void supervise_enforcer(const std::string& id);
 
   store::Store& store() { return *store_; }
 

@@ -205,6 +205,12 @@ class Init {
     if (inet_pton(AF_INET, s_.net.address.c_str(), &a) != 1) return fail(ErrorCode::kInvalidArgument, "bad link address");
     KM_TRY(nl->add_ipv4(eth, a.s_addr, s_.net.prefix_len));
     KM_TRY(nl->set_up(eth));
+    if (s_.net.egress) {
+      // Everything leaves by the link; the enforcer on the other side decides what goes on.
+      in_addr gw{};
+      if (inet_pton(AF_INET, s_.net.peer_address.c_str(), &gw) != 1) return fail(ErrorCode::kInvalidArgument, "bad peer address");
+      KM_TRY(nl->add_default_route_v4(eth, gw.s_addr));
+    }
     return ok();
   }
 
@@ -273,6 +279,11 @@ class Init {
     KM_TRY(write_file(R + "/etc/hostname", s_.hostname + "\n", 0644));
     std::string hosts = "127.0.0.1 localhost\n127.0.1.1 " + s_.hostname + "\n";
     KM_TRY(write_file(R + "/etc/hosts", hosts, 0644));
+    // The sandbox's only resolver is its enforcer's DNS filter (or none). The host's file may
+    // be a symlink into /run: replace it, never write through it.
+    ::unlink((R + "/etc/resolv.conf").c_str());
+    std::string resolv = s_.net.egress ? "nameserver " + s_.net.peer_address + "\noptions edns0 trust-ad\n" : "# no network\n";
+    KM_TRY(write_file(R + "/etc/resolv.conf", resolv, 0644));
     return ok();
   }
 

@@ -24,6 +24,7 @@
 #include "km/base/file.h"
 #include "km/base/strings.h"
 #include "km/sandbox/confine.h"
+#include "km/sandbox/egress.h"
 #include "km/sandbox/protocol.h"
 #include "km/sys/netlink.h"
 #include "km/sys/unix_socket.h"
@@ -169,7 +170,54 @@ bool Launcher::alive(const Started& s) const {
   return process_start_time(s.pid) == s.start_time;
 }
 
-Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limits, uint32_t base, const std::string& image) {
+std::string Launcher::egress_audit_path(const std::string& id) const {
+  return sandbox_dir(config_.layout, id) + "/audit/egress.jsonl";
+}
+
+namespace {
+
+// Opens the link rules' sockets in `netns_fd` and starts the enforcer described by
+// rdir/enforcer.json, recording it in rdir/enforcer.pid.
+Status launch_enforcer(const std::string& exe, const std::string& rdir, const std::string& sdir, int netns_fd,
+                       const NetSpec& net, const std::string& audit_path) {
+  if (exe.empty()) return fail(ErrorCode::kFailedPrecondition, "no enforcer binary configured (km-enforcer)");
+  KM_ASSIGN_OR_RETURN(EnforcerSockets socks, open_enforcer_sockets(netns_fd, net));
+  ::mkdir((sdir + "/audit").c_str(), 0700);
+  UniqueFd audit(::open(audit_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!audit) return fail(Error::from_errno("open " + audit_path));
+  std::string log_path = sdir + "/enforcer.log";
+  UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!log) return fail(Error::from_errno("open " + log_path));
+  auto p = spawn_enforcer(exe, rdir + "/enforcer.json", socks, audit.get(), log.get());
+  if (!p) {
+    std::string tail = read_file(log_path, 1 << 20).value_or("");
+    if (tail.size() > 400) tail = tail.substr(tail.size() - 400);
+    return fail(std::move(p).error().wrap(tail.empty() ? "enforcer" : "enforcer (" + tail + ")"));
+  }
+  return ok();
+}
+
+}  // namespace
+
+Result<bool> Launcher::ensure_enforcer(const std::string& id) {
+  std::string rdir = runtime_dir(id);
+  if (::access((rdir + "/enforcer.json").c_str(), F_OK) != 0) return false;
+  auto rec = read_process_file(rdir + "/enforcer.pid");
+  if (rec && process_alive(*rec)) return false;
+  KM_ASSIGN_OR_RETURN(std::string spec_text, read_file(rdir + "/link.json", 1 << 16));
+  auto j = nlohmann::json::parse(spec_text, nullptr, false);
+  if (!j.is_object()) return fail(ErrorCode::kInvalidArgument, rdir + "/link.json is not JSON");
+  NetSpec net;
+  net.peer_address = j.value("peer_address", std::string());
+  net.proxy_port = j.value("proxy_port", uint16_t{3128});
+  UniqueFd netns(::open((rdir + "/netns").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!netns) return fail(Error::from_errno("open " + rdir + "/netns"));
+  KM_TRY(launch_enforcer(config_.enforcer_path, rdir, sandbox_dir(config_.layout, id), netns.get(), net, egress_audit_path(id)));
+  return true;
+}
+
+Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limits, uint32_t base, const std::string& image,
+                                const std::string& enforcer_config) {
   const std::string& id = spec.id;
   std::string sdir = sandbox_dir(config_.layout, id);
   std::string rdir = runtime_dir(id);
@@ -258,6 +306,17 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
     if (auto s = nl->add_ipv4(*idx, a.s_addr, spec.net.prefix_len); !s) return abort_child(std::move(s).error());
     if (auto s = nl->set_up(*idx); !s) return abort_child(std::move(s).error());
   }
+  if (spec.net.egress) {
+    // The enforcer is up before the init runs anything (initCommands may need the network).
+    if (enforcer_config.empty()) return abort_child(Error(ErrorCode::kInternal, "a sandbox with egress needs an enforcer config"));
+    if (auto s = apply_ruleset(outer->get(), link_ruleset(spec.net)); !s) return abort_child(std::move(s).error());
+    nlohmann::json link{{"peer_address", spec.net.peer_address}, {"proxy_port", spec.net.proxy_port}};
+    if (auto s = write_file_atomic(rdir + "/link.json", link.dump(), 0600); !s) return abort_child(std::move(s).error());
+    if (auto s = write_file_atomic(rdir + "/enforcer.json", enforcer_config, 0600); !s) return abort_child(std::move(s).error());
+    if (auto s = launch_enforcer(config_.enforcer_path, rdir, sdir, outer->get(), spec.net, egress_audit_path(id)); !s) {
+      return abort_child(std::move(s).error().wrap("starting the enforcer"));
+    }
+  }
 
   // The lower layer, idmapped into the sandbox's user namespace: host root's files appear as
   // the sandbox root's, so copy-up works, while the host's files stay read-only underneath.
@@ -299,6 +358,7 @@ Status Launcher::stop(const std::string& id) {
   // Every step runs even if an earlier one failed (a retry finishes the rest); the first
   // error is reported.
   std::string rdir = runtime_dir(id);
+  if (auto rec = read_process_file(rdir + "/enforcer.pid")) kill_process(*rec);
   Status steps[] = {sys::SandboxCgroup::of(cgroups_, id).destroy(), sys::remove_pinned_netns(rdir + "/netns"),
                     remove_tree(rdir)};
   for (Status& s : steps) {

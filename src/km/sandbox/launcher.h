@@ -25,6 +25,7 @@ namespace km::sandbox {
 struct LauncherConfig {
   HostLayout layout;
   std::string init_path;  // km-sandbox-init
+  std::string enforcer_path;  // km-enforcer
   int setup_timeout_ms = 600000;  // includes initCommands
   std::string cgroup_name = "km";  // tests use their own, so they never touch a real kmd's
 };
@@ -40,7 +41,14 @@ class Launcher {
   static Result<Launcher> create(LauncherConfig config);
 
   // Creates (fresh) or restarts (after stop) the sandbox and waits until it is ready.
-  Result<Started> start(const Spec& spec, const sys::CgroupLimits& limits, uint32_t uid_base, const std::string& image);
+  // A sandbox with spec.net.egress gets its link rules and an enforcer (started with
+  // `enforcer_config`, JSON) before its init runs anything.
+  Result<Started> start(const Spec& spec, const sys::CgroupLimits& limits, uint32_t uid_base, const std::string& image,
+                        const std::string& enforcer_config = "");
+  // Restarts the sandbox's enforcer if it has one and it is gone. True when it was restarted.
+  Result<bool> ensure_enforcer(const std::string& id);
+  // Where the enforcer appends the sandbox's egress audit events (JSON lines).
+  std::string egress_audit_path(const std::string& id) const;
   // Kills every process and releases runtime state; keeps the disk. Idempotent.
   Status stop(const std::string& id);
   // stop() plus the persistent directories. Idempotent.

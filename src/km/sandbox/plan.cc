@@ -71,6 +71,17 @@ Result<Spec> plan(const profile::Model& m, const Allocation& a, const HostLayout
   s.net.address = addrs.first;
   s.net.peer_address = addrs.second;
   s.net.prefix_len = 30;
+  s.net.egress = !m.allowed_dns_suffixes.empty() || !m.allowed_hosts.empty() || !m.allowed_cidrs.empty();
+  if (s.net.egress) {
+    // Clients that honour proxy variables use the proxy explicitly; the rest are redirected
+    // to it transparently, so a profile that unsets these loses nothing but the 403 messages.
+    std::string url = "http://" + s.net.peer_address + ":" + std::to_string(s.net.proxy_port);
+    for (const char* k : {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"}) {
+      s.env.emplace(k, url);
+    }
+    s.env.emplace("NO_PROXY", "localhost,127.0.0.1,::1");
+    s.env.emplace("no_proxy", "localhost,127.0.0.1,::1");
+  }
   return s;
 }
 

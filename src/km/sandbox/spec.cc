@@ -15,7 +15,8 @@ std::string to_json(const Spec& s) {
          {"protected", s.protected_paths}, {"unprotect", s.unprotect}, {"env", s.env}, {"working_dir", s.working_dir},
          {"shell", s.shell}, {"init_commands", s.init_commands}, {"config_files", s.config_files},
          {"net", {{"ifname", s.net.ifname}, {"address", s.net.address},
-                  {"peer_address", s.net.peer_address}, {"prefix_len", s.net.prefix_len}}}};
+                  {"peer_address", s.net.peer_address}, {"prefix_len", s.net.prefix_len},
+                  {"egress", s.net.egress}, {"proxy_port", s.net.proxy_port}}}};
   return j.dump();
 }
 
@@ -53,6 +54,8 @@ Result<Spec> spec_from_json(const std::string& text) {
     s.net.address = n.at("address");
     s.net.peer_address = n.at("peer_address");
     s.net.prefix_len = n.at("prefix_len");
+    s.net.egress = n.value("egress", false);
+    s.net.proxy_port = n.value("proxy_port", uint16_t{3128});
   } catch (const Json::exception& e) {
     return fail(ErrorCode::kInvalidArgument, std::string("bad spec: ") + e.what());
   }

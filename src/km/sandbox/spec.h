@@ -17,6 +17,10 @@ struct NetSpec {
   std::string address;       // the sandbox's end, e.g. 10.88.0.2
   std::string peer_address;  // the link's other end (where the enforcer listens), e.g. 10.88.0.1
   int prefix_len = 30;
+  // The sandbox may reach its enforcer: a default route via peer_address, resolv.conf naming
+  // it, and proxy variables in the environment. Without it the link leads nowhere.
+  bool egress = false;
+  uint16_t proxy_port = 3128;
 };
 
 struct Spec {

@@ -189,6 +189,22 @@ Status Netlink::add_ipv4(int ifindex, uint32_t addr_be, int prefix_len) {
   return request(b.data(), b.size());
 }
 
+Status Netlink::add_default_route_v4(int ifindex, uint32_t gateway_be) {
+  Builder b(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
+  rtmsg rt{};
+  rt.rtm_family = AF_INET;
+  rt.rtm_dst_len = 0;
+  rt.rtm_table = RT_TABLE_MAIN;
+  rt.rtm_protocol = RTPROT_STATIC;
+  rt.rtm_scope = RT_SCOPE_UNIVERSE;
+  rt.rtm_type = RTN_UNICAST;
+  b.put(rt);
+  b.attr(RTA_GATEWAY, &gateway_be, 4);
+  auto oif = static_cast<uint32_t>(ifindex);
+  b.attr(RTA_OIF, &oif, 4);
+  return request(b.data(), b.size());
+}
+
 Result<NetnsGuard> NetnsGuard::enter(int netns_fd) {
   UniqueFd home(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
   if (!home) return fail(Error::from_errno("open /proc/thread-self/ns/net"));

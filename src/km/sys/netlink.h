@@ -24,6 +24,8 @@ class Netlink {
   Status set_up(int ifindex);
   // Adds `addr`/`prefix_len` (network byte order address).
   Status add_ipv4(int ifindex, uint32_t addr_be, int prefix_len);
+  // Adds the IPv4 default route via `gateway_be` (network byte order) on `ifindex`.
+  Status add_default_route_v4(int ifindex, uint32_t gateway_be);
 
  private:
   explicit Netlink(UniqueFd fd) : fd_(std::move(fd)) {}

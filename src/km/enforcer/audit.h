@@ -1,0 +1,37 @@
+// Audit events of one enforcer: every DNS verdict and every connection verdict, as JSON lines
+// appended to a descriptor kmd opened (the sandbox's audit file). Events are data (STYLE.md):
+// each line is one complete object written with one write(2), so a reader never sees half an
+// event, and a crash loses at most the event being written.
+//
+//   {"ts":"...Z","sandbox":"sb-1a2b3c4d","kind":"dns","name":"x.test","qtype":1,
+//    "verdict":"deny","rule":"default deny","reason":"...","rcode":"NXDOMAIN"}
+//   {"ts":"...Z","sandbox":"...","kind":"connect","mode":"explicit|transparent","proto":"tls|http|tcp",
+//    "name":"x.test","addr":"203.0.113.10","port":443,"verdict":"allow","rule":"allowedDNSSuffixes: .x.test"}
+//
+// Thread-safety: single-threaded (the enforcer's event loop).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace km::enforcer {
+
+class AuditLog {
+ public:
+  AuditLog(std::string sandbox, int fd) : sandbox_(std::move(sandbox)), fd_(fd) {}
+  // Adds ts, sandbox and kind to `fields` and appends the line. Write errors are counted, never
+  // fatal (the enforcer keeps enforcing).
+  void emit(std::string_view kind, nlohmann::json fields);
+  uint64_t write_errors() const { return write_errors_; }
+  uint64_t events() const { return events_; }
+
+ private:
+  std::string sandbox_;
+  int fd_;
+  uint64_t events_ = 0;
+  uint64_t write_errors_ = 0;
+};
+
+}  // namespace km::enforcer

@@ -1,0 +1,731 @@
+#include "km/enforcer/egress_proxy.h"
+
+#include <linux/netfilter_ipv4.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+
+#include "km/proxy/http_head.h"
+#include "km/proxy/tls_hello.h"
+
+namespace km::enforcer {
+
+using asio::ip::tcp;
+using proxy::Decision;
+using proxy::IpAddress;
+using namespace std::chrono_literals;
+namespace http = proxy::http;
+namespace tls = proxy::tls;
+
+namespace {
+
+constexpr auto kHeadTimeout = 30s;
+// How long a transparent connection (or a fresh CONNECT tunnel) may stay silent before it is
+// judged as a server-speaks-first protocol, by address alone.
+constexpr auto kSniffTimeout = 300ms;
+constexpr auto kConnectTimeout = 10s;
+constexpr size_t kRelayBuffer = 64 * 1024;
+constexpr size_t kMaxPeek = 64 * 1024;
+
+std::optional<std::pair<IpAddress, uint16_t>> original_destination(int fd) {
+  sockaddr_in sa{};
+  socklen_t len = sizeof sa;
+  if (::getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &sa, &len) != 0 || sa.sin_family != AF_INET) return std::nullopt;
+  return std::make_pair(IpAddress::v4(ntohl(sa.sin_addr.s_addr)), ntohs(sa.sin_port));
+}
+
+tcp::endpoint endpoint_of(const IpAddress& a, uint16_t port) {
+  if (a.family == AF_INET) {
+    asio::ip::address_v4::bytes_type b{};
+    std::copy_n(a.bytes.begin(), 4, b.begin());
+    return {asio::ip::address_v4(b), port};
+  }
+  asio::ip::address_v6::bytes_type b{};
+  std::copy_n(a.bytes.begin(), 16, b.begin());
+  return {asio::ip::address_v6(b), port};
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  }
+  return true;
+}
+
+std::string json_403(const std::string& host, uint16_t port, const Decision& d) {
+  nlohmann::json body{{"error", "egress_denied"},
+                      {"host", host},
+                      {"port", port},
+                      {"rule", d.rule},
+                      {"reason", d.reason}};
+  if (!d.hint.empty()) body["hint"] = d.hint;
+  std::string text = body.dump() + "\n";
+  return "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(text.size()) +
+         "\r\nConnection: close\r\nX-Km-Denied: " + d.rule + "\r\n\r\n" + text;
+}
+
+std::string simple_response(int code, std::string_view reason, std::string_view message) {
+  nlohmann::json body{{"error", std::string(reason)}, {"message", std::string(message)}};
+  std::string text = body.dump() + "\n";
+  return "HTTP/1.1 " + std::to_string(code) + " " + std::string(reason) +
+         "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(text.size()) +
+         "\r\nConnection: close\r\n\r\n" + text;
+}
+
+// Checks, and for absolute-form rewrites, the plain-HTTP requests a client sends on one
+// connection after the first: each must name the host the connection was allowed for.
+class RequestStream {
+ public:
+  RequestStream(std::string host, bool absolute_form, bool https_only)
+      : host_(std::move(host)), absolute_(absolute_form), https_only_(https_only) {}
+
+  // Starts with the body of a request whose head was already handled.
+  Status begin_body(const http::RequestHead& head) {
+    KM_ASSIGN_OR_RETURN(auto framing, http::request_body_framing(head));
+    framing_ = framing;
+    chunked_ = http::ChunkedScanner{};
+    remaining_ = framing.kind == http::BodyFraming::kLength ? framing.length : 0;
+    in_body_ = framing.kind != http::BodyFraming::kNone;
+    return {};
+  }
+
+  // Moves what may be forwarded from `pending` to `out`; a partial head stays in `pending`.
+  Status process(std::string& pending, std::string& out) {
+    while (!pending.empty()) {
+      if (in_body_) {
+        if (framing_.kind == http::BodyFraming::kLength) {
+          size_t n = static_cast<size_t>(std::min<uint64_t>(remaining_, pending.size()));
+          out.append(pending, 0, n);
+          pending.erase(0, n);
+          remaining_ -= n;
+          if (remaining_ == 0) in_body_ = false;
+        } else {
+          KM_ASSIGN_OR_RETURN(size_t n, chunked_.feed(pending));
+          out.append(pending, 0, n);
+          pending.erase(0, n);
+          if (chunked_.done()) in_body_ = false;
+        }
+        continue;
+      }
+      KM_ASSIGN_OR_RETURN(auto head, http::parse_request_head(pending));
+      if (!head) return {};  // wait for the rest of the head
+      KM_TRY(check(*head));
+      if (absolute_) {
+        KM_ASSIGN_OR_RETURN(auto uri, http::parse_absolute_uri(head->target));
+        out += rewrite(*head, uri.path);
+      } else {
+        out.append(pending, 0, head->size);
+      }
+      pending.erase(0, head->size);
+      KM_TRY(begin_body(*head));
+    }
+    return {};
+  }
+
+  Status check(const http::RequestHead& head) const {
+    if (head.method == "CONNECT") return fail(ErrorCode::kPermissionDenied, "CONNECT inside a connection");
+    std::string host;
+    if (absolute_) {
+      KM_ASSIGN_OR_RETURN(auto uri, http::parse_absolute_uri(head.target));
+      if (uri.scheme != "http" && uri.scheme != "ws") return fail(ErrorCode::kPermissionDenied, "scheme " + uri.scheme);
+      host = uri.authority.host;
+    }
+    if (head.count("host") > 1) return fail(ErrorCode::kPermissionDenied, "several Host headers");
+    if (auto h = head.header("host")) {
+      KM_ASSIGN_OR_RETURN(auto a, http::parse_authority(*h, 80));
+      if (!host.empty() && a.host != host) return fail(ErrorCode::kPermissionDenied, "Host does not match the request target");
+      host = a.host;
+    }
+    if (host != host_) {
+      return fail(ErrorCode::kPermissionDenied, "request for " + (host.empty() ? std::string("no host") : host) +
+                                                    " on a connection allowed for " + host_);
+    }
+    (void)https_only_;
+    return {};
+  }
+
+  // The head in origin-form, without the proxy's own headers.
+  static std::string rewrite(const http::RequestHead& head, const std::string& path) {
+    std::string out = head.method + " " + path + " HTTP/1." + std::to_string(head.minor_version) + "\r\n";
+    for (const auto& h : head.headers) {
+      if (iequals(h.name, "proxy-connection") || iequals(h.name, "proxy-authorization")) continue;
+      out += h.name + ": " + h.value + "\r\n";
+    }
+    return out + "\r\n";
+  }
+
+ private:
+  std::string host_;
+  bool absolute_;
+  bool https_only_;
+  bool in_body_ = false;
+  http::BodyFraming framing_;
+  http::ChunkedScanner chunked_;
+  uint64_t remaining_ = 0;
+};
+
+}  // namespace
+
+class EgressProxy::Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(EgressProxy& p, tcp::socket s) : p_(p), client_(std::move(s)), upstream_(p.io_), timer_(p.io_) {}
+
+  void start() {
+    ++p_.sessions_;
+    std::error_code ec;
+    auto local = client_.local_endpoint(ec);
+    auto orig = original_destination(client_.native_handle());
+    bool explicit_mode = !orig || (p_.link_address_ && orig->first.to_string() == p_.link_address_->to_string() &&
+                                   orig->second == p_.config_.proxy_port);
+    if (!orig && !ec) orig = std::make_pair(*IpAddress::parse(local.address().to_string()), local.port());
+    if (explicit_mode) {
+      mode_ = "explicit";
+      read_more(kHeadTimeout, [self = shared_from_this()] { self->explicit_head(); });
+    } else {
+      mode_ = "transparent";
+      addr_ = orig->first;
+      port_ = orig->second;
+      read_more(kSniffTimeout, [self = shared_from_this()] { self->transparent_sniff(); });
+    }
+  }
+
+  ~Session() { --p_.sessions_; }
+
+ private:
+  // Reads what the client sends next into in_ (or notes the timeout), then calls `then`.
+  void read_more(std::chrono::milliseconds timeout, std::function<void()> then) {
+    if (in_.size() >= kMaxPeek) {
+      timed_out_ = false;
+      eof_ = true;
+      return then();
+    }
+    timed_out_ = false;
+    timer_.expires_after(timeout);
+    timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+      if (!ec) {
+        self->timed_out_ = true;
+        std::error_code ignored;
+        self->client_.cancel(ignored);
+      }
+    });
+    client_.async_read_some(asio::buffer(peek_), [self = shared_from_this(), then = std::move(then)](std::error_code ec, size_t n) {
+      self->timer_.cancel();
+      if (ec && !self->timed_out_) self->eof_ = true;
+      self->in_.append(self->peek_.data(), n);
+      then();
+    });
+  }
+
+  // ---- explicit proxying -------------------------------------------------------------------
+
+  void explicit_head() {
+    auto head = http::parse_request_head(in_);
+    if (!head) return reply_and_close(simple_response(400, "Bad Request", head.error().to_string()));
+    if (!*head) {
+      if (eof_ || timed_out_) return close();
+      return read_more(kHeadTimeout, [self = shared_from_this()] { self->explicit_head(); });
+    }
+    http::RequestHead h = std::move(**head);
+    in_.erase(0, h.size);
+    if (h.method == "CONNECT") {
+      auto a = http::parse_authority(h.target, 0);
+      if (!a || !a->explicit_port) {
+        return reply_and_close(simple_response(400, "Bad Request", "CONNECT needs host:port"));
+      }
+      proto_ = "tcp";
+      connect_tunnel_ = true;
+      return explicit_decide(*a);
+    }
+    if (h.target.empty() || h.target[0] == '/') {
+      return reply_and_close(simple_response(400, "Bad Request", "not a proxy request (use an absolute URI or CONNECT)"));
+    }
+    auto uri = http::parse_absolute_uri(h.target);
+    if (!uri) return reply_and_close(simple_response(400, "Bad Request", uri.error().to_string()));
+    if (uri->scheme != "http" && uri->scheme != "ws") {
+      return reply_and_close(simple_response(400, "Bad Request", "https:// URLs go through CONNECT"));
+    }
+    proto_ = "http";
+    stream_ = std::make_unique<RequestStream>(uri->authority.host, true, p_.policy_.https_only());
+    if (auto s = stream_->check(h); !s) {
+      Decision d{false, "default deny", s.error().message(), ""};
+      audit(uri->authority.host, d);
+      return reply_and_close(json_403(uri->authority.host, uri->authority.port, d));
+    }
+    if (p_.policy_.https_only()) {
+      Decision d{false, "httpsOnly", "plain HTTP is not allowed by the sandbox's policy", "use https://"};
+      audit(uri->authority.host, d, uri->authority.port);
+      return reply_and_close(json_403(uri->authority.host, uri->authority.port, d));
+    }
+    if (auto s = stream_->begin_body(h); !s) return reply_and_close(simple_response(400, "Bad Request", s.error().message()));
+    first_out_ = RequestStream::rewrite(h, uri->path);
+    explicit_decide(uri->authority);
+  }
+
+  void explicit_decide(const http::Authority& a) {
+    port_ = a.port;
+    if (a.ip_literal) {
+      addr_ = *IpAddress::parse(a.host);
+      Decision d = p_.policy_.check_cidr(addr_, port_);
+      if (d.allowed) d = merge(d, p_.policy_.check_dial(addr_, port_));
+      audit("", d);
+      if (!d.allowed) return reply_and_close(json_403(a.host, a.port, d));
+      return dial_explicit({addr_});
+    }
+    name_ = a.host;
+    Decision d = p_.policy_.check_host(name_, port_);
+    if (!d.allowed) {
+      audit(name_, d);
+      return reply_and_close(json_403(a.host, a.port, d));
+    }
+    decision_ = d;
+    p_.dns_.resolve(name_, [self = shared_from_this()](Result<std::vector<IpAddress>> addrs) {
+      if (!addrs) {
+        Decision nd{false, self->decision_.rule, "could not resolve: " + addrs.error().to_string(), ""};
+        self->audit(self->name_, nd);
+        return self->reply_and_close(simple_response(502, "Bad Gateway", nd.reason));
+      }
+      self->dial_explicit(std::move(*addrs));
+    });
+  }
+
+  void dial_explicit(std::vector<IpAddress> addrs) {
+    // The first address the policy lets the proxy dial.
+    Decision last{false, "default deny", "no address", ""};
+    for (const auto& a : addrs) {
+      Decision d = p_.policy_.check_dial(a, port_);
+      if (d.allowed) {
+        addr_ = a;
+        if (name_.empty()) decision_ = merge(p_.policy_.check_cidr(a, port_), d);
+        else decision_ = merge(decision_, d);
+        return dial([self = shared_from_this()](std::error_code ec) {
+          if (ec) {
+            Decision bad{false, self->decision_.rule, "upstream connect failed: " + ec.message(), ""};
+            self->audit(self->name_, bad);
+            return self->reply_and_close(simple_response(502, "Bad Gateway", bad.reason));
+          }
+          if (self->connect_tunnel_) {
+            self->send_client("HTTP/1.1 200 Connection Established\r\n\r\n", [self] {
+              if (!self->in_.empty()) return self->tunnel_inspect();
+              self->read_more(kSniffTimeout, [self] { self->tunnel_inspect(); });
+            });
+            return;
+          }
+          self->audit(self->name_, self->decision_);
+          self->start_relay();
+        });
+      }
+      last = d;
+    }
+    audit(name_, last);
+    reply_and_close(json_403(name_.empty() ? addr_.to_string() : name_, port_, last));
+  }
+
+  // Inside an allowed CONNECT: SNI or Host must name the CONNECT host.
+  void tunnel_inspect() {
+    if (in_.empty()) {
+      if (eof_) return close();
+      audit(name_, decision_);  // nothing sent yet: a server-speaks-first protocol
+      return start_relay();
+    }
+    auto first = static_cast<uint8_t>(in_[0]);
+    std::string inner;
+    if (tls::looks_like_tls(first)) {
+      auto hello = tls::parse_client_hello(std::span(reinterpret_cast<const uint8_t*>(in_.data()), in_.size()));
+      if (hello && !*hello && !eof_ && in_.size() < kMaxPeek) {
+        return read_more(kHeadTimeout, [self = shared_from_this()] { self->tunnel_inspect(); });
+      }
+      if (!hello || !*hello) return deny_tunnel("malformed TLS ClientHello");
+      proto_ = "tls";
+      inner = (*hello)->sni;
+    } else if (first >= 'A' && first <= 'Z') {
+      auto head = http::parse_request_head(in_);
+      if (head && !*head && !eof_ && in_.size() < kMaxPeek) {
+        return read_more(kHeadTimeout, [self = shared_from_this()] { self->tunnel_inspect(); });
+      }
+      if (head && *head) {
+        proto_ = "http";
+        if (p_.policy_.https_only()) return deny_tunnel("plain HTTP is not allowed by the sandbox's policy", "httpsOnly");
+        stream_ = std::make_unique<RequestStream>(name_.empty() ? addr_.to_string() : name_, false, false);
+        if (auto s = stream_->process(in_, first_out_); !s) return deny_tunnel(s.error().message());
+      } else {
+        proto_ = "tcp";
+      }
+    }
+    if (!inner.empty() && inner != (name_.empty() ? addr_.to_string() : name_)) {
+      if (!name_.empty() || !p_.policy_.check_host(inner, port_).allowed || !p_.book_.resolved_to(inner, addr_, now())) {
+        return deny_tunnel("TLS SNI " + inner + " does not match the CONNECT host");
+      }
+    }
+    audit(name_, decision_);
+    start_relay();
+  }
+
+  void deny_tunnel(std::string reason, std::string rule = "default deny") {
+    Decision d{false, std::move(rule), std::move(reason), ""};
+    audit(name_, d);
+    reset();
+  }
+
+  // ---- transparent mode ---------------------------------------------------------------------
+
+  void transparent_sniff() {
+    if (in_.empty()) {
+      if (eof_ && !timed_out_) return close();
+      proto_ = "tcp";
+      return transparent_decide();
+    }
+    auto first = static_cast<uint8_t>(in_[0]);
+    if (tls::looks_like_tls(first)) {
+      auto hello = tls::parse_client_hello(std::span(reinterpret_cast<const uint8_t*>(in_.data()), in_.size()));
+      if (hello && !*hello && !eof_ && in_.size() < kMaxPeek) {
+        return read_more(kHeadTimeout, [self = shared_from_this()] { self->transparent_sniff(); });
+      }
+      proto_ = "tls";
+      if (!hello || !*hello) {
+        audit("", Decision{false, "default deny", "malformed TLS ClientHello", ""});
+        return reset();
+      }
+      name_ = (*hello)->sni;
+      return transparent_decide();
+    }
+    if (first >= 'A' && first <= 'Z') {
+      auto head = http::parse_request_head(in_);
+      if (head && !*head && !eof_ && in_.size() < kMaxPeek) {
+        return read_more(kHeadTimeout, [self = shared_from_this()] { self->transparent_sniff(); });
+      }
+      if (head && *head) {
+        proto_ = "http";
+        auto host = (*head)->header("host");
+        if ((*head)->count("host") != 1 || !host) {
+          audit("", Decision{false, "default deny", "HTTP request without exactly one Host header", ""});
+          return reset();
+        }
+        auto a = http::parse_authority(*host, port_);
+        if (!a) {
+          audit("", Decision{false, "default deny", "bad Host header: " + a.error().message(), ""});
+          return reset();
+        }
+        if (!a->ip_literal) name_ = a->host;
+        if (p_.policy_.https_only()) {
+          audit(name_, Decision{false, "httpsOnly", "plain HTTP is not allowed by the sandbox's policy", "use https://"});
+          return reset();
+        }
+        stream_ = std::make_unique<RequestStream>(a->host, false, false);
+        if (auto s = stream_->process(in_, first_out_); !s) {
+          audit(name_, Decision{false, "default deny", s.error().message(), ""});
+          return reset();
+        }
+        return transparent_decide();
+      }
+    }
+    proto_ = "tcp";
+    transparent_decide();
+  }
+
+  void transparent_decide() {
+    Decision d;
+    if (!name_.empty()) {
+      d = p_.policy_.check_host(name_, port_);
+      if (d.allowed && !p_.book_.resolved_to(name_, addr_, now())) {
+        Decision c = p_.policy_.check_cidr(addr_, port_);
+        d = c.allowed ? c
+                      : Decision{false, "default deny",
+                                 addr_.to_string() + " is not an address " + name_ + " resolved to through the DNS filter",
+                                 "resolve the name inside the sandbox before connecting"};
+      }
+    } else {
+      d = p_.policy_.check_cidr(addr_, port_);
+      if (!d.allowed) {
+        // No name on the wire: an address an allowed name resolved to, for a port that name
+        // may use.
+        for (const auto& n : p_.book_.names_for(addr_, now())) {
+          Decision byname = p_.policy_.check_host(n, port_);
+          if (byname.allowed) {
+            d = byname;
+            d.rule += " (address of " + n + ")";
+            break;
+          }
+        }
+      }
+    }
+    if (d.allowed) d = merge(d, p_.policy_.check_dial(addr_, port_));
+    decision_ = d;
+    if (!d.allowed) {
+      audit(name_, d);
+      return reset();
+    }
+    dial([self = shared_from_this()](std::error_code ec) {
+      if (ec) {
+        self->audit(self->name_, Decision{false, self->decision_.rule, "upstream connect failed: " + ec.message(), ""});
+        return self->reset();
+      }
+      self->audit(self->name_, self->decision_);
+      self->start_relay();
+    });
+  }
+
+  // ---- upstream ----------------------------------------------------------------------------
+
+  void dial(std::function<void(std::error_code)> done) {
+    timer_.expires_after(kConnectTimeout);
+    timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+      if (!ec) {
+        std::error_code ignored;
+        self->upstream_.close(ignored);
+      }
+    });
+    if (p_.upstream_proxy_) {
+      upstream_.async_connect(*p_.upstream_proxy_, [self = shared_from_this(), done = std::move(done)](std::error_code ec) {
+        if (ec) {
+          self->timer_.cancel();
+          return done(ec);
+        }
+        std::string target = self->name_.empty() ? endpoint_of(self->addr_, self->port_).address().to_string() : self->name_;
+        if (self->addr_.family == AF_INET6 && self->name_.empty()) target = "[" + target + "]";
+        target += ":" + std::to_string(self->port_);
+        self->scratch_ = "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n";
+        asio::async_write(self->upstream_, asio::buffer(self->scratch_), [self, done](std::error_code wec, size_t) {
+          if (wec) {
+            self->timer_.cancel();
+            return done(wec);
+          }
+          self->scratch_.clear();
+          self->read_proxy_reply(done);
+        });
+      });
+      return;
+    }
+    upstream_.async_connect(endpoint_of(addr_, port_), [self = shared_from_this(), done = std::move(done)](std::error_code ec) {
+      self->timer_.cancel();
+      if (!ec) {
+        std::error_code ignored;
+        self->upstream_.set_option(tcp::no_delay(true), ignored);
+        self->client_.set_option(tcp::no_delay(true), ignored);
+      }
+      done(ec);
+    });
+  }
+
+  void read_proxy_reply(std::function<void(std::error_code)> done) {
+    upstream_.async_read_some(asio::buffer(peek_), [self = shared_from_this(), done = std::move(done)](std::error_code ec, size_t n) {
+      if (ec) {
+        self->timer_.cancel();
+        return done(ec);
+      }
+      self->scratch_.append(self->peek_.data(), n);
+      auto end = self->scratch_.find("\r\n\r\n");
+      if (end == std::string::npos) {
+        if (self->scratch_.size() > 16384) {
+          self->timer_.cancel();
+          return done(asio::error::make_error_code(asio::error::invalid_argument));
+        }
+        return self->read_proxy_reply(done);
+      }
+      self->timer_.cancel();
+      bool ok = self->scratch_.compare(0, 9, "HTTP/1.1 ") == 0 || self->scratch_.compare(0, 9, "HTTP/1.0 ") == 0;
+      ok = ok && self->scratch_.compare(9, 3, "200") == 0;
+      // Bytes after the reply belong to the tunnel (a server that spoke first).
+      self->server_first_ = self->scratch_.substr(end + 4);
+      self->scratch_.clear();
+      done(ok ? std::error_code{} : asio::error::make_error_code(asio::error::connection_refused));
+    });
+  }
+
+  // ---- relay -------------------------------------------------------------------------------
+
+  void start_relay() {
+    std::string first = std::move(first_out_);
+    if (stream_) {
+      if (auto s = stream_->process(in_, first); !s) {
+        audit(name_, Decision{false, "default deny", s.error().message(), ""});
+        return close();
+      }
+    } else {
+      first += in_;
+      in_.clear();
+    }
+    auto self = shared_from_this();
+    auto after = [self] {
+      self->pump_client_to_upstream();
+      if (!self->server_first_.empty()) {
+        self->send_client(std::move(self->server_first_), [self] { self->pump_upstream_to_client(); });
+      } else {
+        self->pump_upstream_to_client();
+      }
+    };
+    if (first.empty()) return after();
+    out_ = std::move(first);
+    asio::async_write(upstream_, asio::buffer(out_), [self, after](std::error_code ec, size_t) {
+      if (ec) return self->close();
+      after();
+    });
+  }
+
+  void pump_client_to_upstream() {
+    client_.async_read_some(asio::buffer(c2u_), [self = shared_from_this()](std::error_code ec, size_t n) {
+      if (ec) {
+        std::error_code ignored;
+        self->upstream_.shutdown(tcp::socket::shutdown_send, ignored);
+        self->half_closed(true);
+        return;
+      }
+      self->bytes_up_ += n;
+      if (self->stream_) {
+        self->in_.append(self->c2u_.data(), n);
+        self->out_.clear();
+        if (auto s = self->stream_->process(self->in_, self->out_); !s) {
+          self->audit(self->name_, Decision{false, "default deny", s.error().message(), ""});
+          return self->close();
+        }
+        if (self->out_.empty()) return self->pump_client_to_upstream();
+        asio::async_write(self->upstream_, asio::buffer(self->out_), [self](std::error_code wec, size_t) {
+          if (wec) return self->close();
+          self->pump_client_to_upstream();
+        });
+        return;
+      }
+      asio::async_write(self->upstream_, asio::buffer(self->c2u_.data(), n), [self](std::error_code wec, size_t) {
+        if (wec) return self->close();
+        self->pump_client_to_upstream();
+      });
+    });
+  }
+
+  void pump_upstream_to_client() {
+    upstream_.async_read_some(asio::buffer(u2c_), [self = shared_from_this()](std::error_code ec, size_t n) {
+      if (ec) {
+        std::error_code ignored;
+        self->client_.shutdown(tcp::socket::shutdown_send, ignored);
+        self->half_closed(false);
+        return;
+      }
+      self->bytes_down_ += n;
+      asio::async_write(self->client_, asio::buffer(self->u2c_.data(), n), [self](std::error_code wec, size_t) {
+        if (wec) return self->close();
+        self->pump_upstream_to_client();
+      });
+    });
+  }
+
+  void half_closed(bool client_side) {
+    (client_side ? c2u_done_ : u2c_done_) = true;
+    if (c2u_done_ && u2c_done_) close();
+  }
+
+  // ---- helpers -----------------------------------------------------------------------------
+
+  void send_client(std::string data, std::function<void()> then) {
+    reply_ = std::move(data);
+    asio::async_write(client_, asio::buffer(reply_), [self = shared_from_this(), then = std::move(then)](std::error_code ec, size_t) {
+      if (ec) return self->close();
+      then();
+    });
+  }
+
+  void reply_and_close(std::string response) {
+    send_client(std::move(response), [self = shared_from_this()] {
+      std::error_code ignored;
+      self->client_.shutdown(tcp::socket::shutdown_send, ignored);
+      self->close();
+    });
+  }
+
+  // A denied transparent connection is reset, so the client sees ECONNRESET at once.
+  void reset() {
+    std::error_code ignored;
+    client_.set_option(asio::socket_base::linger(true, 0), ignored);
+    close();
+  }
+
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    std::error_code ignored;
+    timer_.cancel();
+    client_.close(ignored);
+    upstream_.close(ignored);
+  }
+
+  static Decision merge(Decision base, const Decision& dial) {
+    if (!dial.allowed) return dial;
+    if (!dial.rule.empty() && dial.rule != base.rule) base.rule += " + " + dial.rule;
+    return base;
+  }
+
+  static proxy::AddressBook::Clock::time_point now() { return proxy::AddressBook::Clock::now(); }
+
+  void audit(const std::string& name, const Decision& d, std::optional<uint16_t> port = std::nullopt) {
+    nlohmann::json f{{"mode", mode_}, {"proto", proto_}, {"verdict", d.allowed ? "allow" : "deny"}, {"rule", d.rule},
+                     {"port", port.value_or(port_)}};
+    if (!name.empty()) f["name"] = name;
+    if (addr_.family != 0) f["addr"] = addr_.to_string();
+    if (!d.allowed) {
+      f["reason"] = d.reason;
+      if (!d.hint.empty()) f["hint"] = d.hint;
+    }
+    p_.audit_.emit("connect", std::move(f));
+  }
+
+  EgressProxy& p_;
+  tcp::socket client_;
+  tcp::socket upstream_;
+  asio::steady_timer timer_;
+  std::string mode_;
+  std::string proto_ = "tcp";
+  IpAddress addr_;
+  uint16_t port_ = 0;
+  std::string name_;
+  Decision decision_;
+  bool connect_tunnel_ = false;
+  bool timed_out_ = false;
+  bool eof_ = false;
+  bool closed_ = false;
+  bool c2u_done_ = false, u2c_done_ = false;
+  std::string in_;          // client bytes not yet forwarded
+  std::string first_out_;   // what goes upstream first (a rewritten head)
+  std::string out_, reply_, scratch_, server_first_;
+  std::unique_ptr<RequestStream> stream_;
+  std::array<char, 16384> peek_{};
+  std::array<char, kRelayBuffer> c2u_{};
+  std::array<char, kRelayBuffer> u2c_{};
+  uint64_t bytes_up_ = 0, bytes_down_ = 0;
+};
+
+EgressProxy::EgressProxy(asio::io_context& io, const Config& config, const proxy::EgressPolicy& policy,
+                         proxy::AddressBook& book, DnsService& dns, AuditLog& audit, log::Logger& log)
+    : io_(io), config_(config), policy_(policy), book_(book), dns_(dns), audit_(audit), log_(log) {}
+
+Status EgressProxy::serve(int listen_fd) {
+  std::error_code ec;
+  auto link = asio::ip::make_address(config_.link_address, ec);
+  if (!ec) link_address_ = link;
+  if (!config_.upstream_proxy.empty()) {
+    std::string u = config_.upstream_proxy;
+    if (u.rfind("http://", 0) == 0) u = u.substr(7);
+    while (!u.empty() && u.back() == '/') u.pop_back();
+    auto a = http::parse_authority(u, 3128);
+    if (!a || !a->ip_literal) {
+      return fail(ErrorCode::kInvalidArgument, "upstreamProxy must be http://IP:PORT, not " + config_.upstream_proxy);
+    }
+    upstream_proxy_ = tcp::endpoint(asio::ip::make_address(a->host), a->port);
+  }
+  try {
+    acceptor_ = std::make_unique<tcp::acceptor>(io_, tcp::v4(), listen_fd);
+  } catch (const std::system_error& e) {
+    return fail(Error(ErrorCode::kSystem, std::string("adopting the proxy socket: ") + e.what()));
+  }
+  accept();
+  return {};
+}
+
+void EgressProxy::accept() {
+  acceptor_->async_accept([this](std::error_code ec, tcp::socket s) {
+    if (ec == asio::error::operation_aborted) return;
+    if (!ec) std::make_shared<Session>(*this, std::move(s))->start();
+    accept();
+  });
+}
+
+}  // namespace km::enforcer

@@ -1,0 +1,98 @@
+#include "km/enforcer/enforcer.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <csignal>
+
+#include <asio.hpp>
+
+#include "km/base/file.h"
+#include "km/base/log.h"
+#include "km/base/strings.h"
+#include "km/enforcer/audit.h"
+#include "km/enforcer/dns_service.h"
+#include "km/enforcer/egress_proxy.h"
+#include "km/proxy/http_head.h"
+
+namespace km::enforcer {
+
+Result<std::pair<std::string, uint16_t>> parse_server(const std::string& text) {
+  auto a = proxy::http::parse_authority(text, 53);
+  if (!a || !a->ip_literal) return fail(ErrorCode::kInvalidArgument, "upstream DNS server must be an IP address[:port], not " + text);
+  return std::make_pair(a->host, a->port);
+}
+
+Status run(const Config& config) {
+  log::Logger log("km-enforcer");
+  KM_ASSIGN_OR_RETURN(auto policy, proxy::EgressPolicy::compile(config.policy));
+  proxy::AddressBook book(std::chrono::seconds(config.dns_ttl_floor), config.max_bindings);
+  AuditLog audit(config.sandbox, kAuditFd);
+
+  std::vector<std::string> servers = config.upstream_dns;
+  if (servers.empty()) servers = nameservers_from_resolv_conf(read_file("/etc/resolv.conf", 1 << 16).value_or(""));
+  std::vector<asio::ip::udp::endpoint> upstreams;
+  for (const auto& s : servers) {
+    KM_ASSIGN_OR_RETURN(auto hp, parse_server(s));
+    upstreams.emplace_back(asio::ip::make_address(hp.first), hp.second);
+  }
+
+  asio::io_context io(1);
+  DnsService dns(io, policy, book, audit, upstreams, log);
+  EgressProxy proxy(io, config, policy, book, dns, audit, log);
+  KM_TRY(dns.serve(kDnsUdpFd, kDnsTcpFd));
+  KM_TRY(proxy.serve(kProxyFd));
+
+  if (!config.pid_file.empty()) {
+    // Recorded before kmd is told it is ready: a kmd that dies before then takes this process
+    // with it (parent-death signal), and one that dies after finds it by this record.
+    std::string stat = read_file("/proc/self/stat", 8192).value_or("");
+    size_t close = stat.rfind(')');
+    std::vector<std::string> fields;
+    if (close != std::string::npos) fields = split(stat.substr(close + 2), ' ');
+    std::string start = fields.size() > 19 ? fields[19] : "0";
+    KM_TRY(write_file_atomic(config.pid_file, std::to_string(::getpid()) + " " + start + "\n", 0600));
+  }
+  ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+  if (config.run_as_uid != 0) {
+    // Everything the enforcer needs from root is done: its sockets are open and it dials out
+    // as any user may.
+    gid_t gid = config.run_as_gid;
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(gid, gid, gid) != 0 ||
+        ::setresuid(config.run_as_uid, config.run_as_uid, config.run_as_uid) != 0) {
+      return fail(Error::from_errno("dropping privileges"));
+    }
+  }
+  ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  if (::fcntl(kReadyFd, F_GETFD) >= 0) {
+    (void)!::write(kReadyFd, "1", 1);
+    ::close(kReadyFd);
+  }
+
+  asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](std::error_code, int) { io.stop(); });
+  std::signal(SIGPIPE, SIG_IGN);
+
+  asio::steady_timer evict(io);
+  std::function<void()> arm = [&] {
+    evict.expires_after(std::chrono::seconds(10));
+    evict.async_wait([&](std::error_code ec) {
+      if (ec) return;
+      book.evict_expired(proxy::AddressBook::Clock::now());
+      arm();
+    });
+  };
+  arm();
+
+  log.log(log::Level::kInfo, "enforcer started",
+          {{"link", config.link_address}, {"upstreams", servers}, {"suffixes", config.policy.dns_suffixes},
+           {"hosts", config.policy.hosts}, {"cidrs", config.policy.cidrs}},
+          config.sandbox);
+  io.run();
+  log.log(log::Level::kInfo, "enforcer stopping", {{"queries", dns.queries()}}, config.sandbox);
+  return {};
+}
+
+}  // namespace km::enforcer

@@ -1,0 +1,196 @@
+#include "km/sandbox/egress.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <nftables/libnftables.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "km/base/file.h"
+#include "km/sys/netlink.h"
+
+namespace km::sandbox {
+
+uint64_t process_start_time(pid_t pid);  // launcher.cc
+
+std::string link_ruleset(const NetSpec& net) {
+  std::string peer = net.peer_address;
+  std::string dns = std::to_string(kEnforcerDnsPort);
+  std::string proxy = std::to_string(net.proxy_port);
+  std::string in = std::string("iifname \"") + kLinkIfname + "\" ";
+  return "table inet km {\n"
+         "  chain prerouting {\n"
+         "    type nat hook prerouting priority dstnat; policy accept;\n"
+         "    " + in + "ip daddr " + peer + " tcp dport { " + dns + ", " + proxy + " } accept\n"
+         "    " + in + "ip daddr " + peer + " udp dport " + dns + " accept\n"
+         "    " + in + "udp dport 53 redirect to :" + dns + "\n"
+         "    " + in + "tcp dport 53 redirect to :" + dns + "\n"
+         "    " + in + "meta l4proto tcp redirect to :" + proxy + "\n"
+         "  }\n"
+         "  chain input {\n"
+         "    type filter hook input priority filter; policy drop;\n"
+         "    iifname \"lo\" accept\n"
+         "    " + in + "ip daddr " + peer + " tcp dport { " + dns + ", " + proxy + " } accept\n"
+         "    " + in + "ip daddr " + peer + " udp dport " + dns + " accept\n"
+         "    " + in + "ct state related meta l4proto icmp accept\n"
+         "  }\n"
+         "  chain forward {\n"
+         "    type filter hook forward priority filter; policy drop;\n"
+         "  }\n"
+         "}\n";
+}
+
+Status apply_ruleset(int netns_fd, const std::string& ruleset) {
+  Status out = ok();
+  std::thread t([&] {
+    auto guard = sys::NetnsGuard::enter(netns_fd);
+    if (!guard) {
+      out = fail(std::move(guard).error());
+      return;
+    }
+    nft_ctx* ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+    if (!ctx) {
+      out = fail(ErrorCode::kUnavailable, "libnftables: cannot create a context");
+      return;
+    }
+    nft_ctx_buffer_error(ctx);
+    std::string text = "flush ruleset\n" + ruleset;
+    if (nft_run_cmd_from_buffer(ctx, text.c_str()) != 0) {
+      const char* err = nft_ctx_get_error_buffer(ctx);
+      out = fail(Error(ErrorCode::kUnavailable, std::string("nftables: ") + (err ? err : "failed"))
+                     .with_hint("km needs nf_tables with NAT (CONFIG_NF_TABLES, CONFIG_NFT_NAT, CONFIG_NFT_REDIR)"));
+    }
+    nft_ctx_free(ctx);
+  });
+  t.join();
+  return out;
+}
+
+namespace {
+
+Result<UniqueFd> bound_socket(int type, const std::string& address, uint16_t port) {
+  UniqueFd fd(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
+  if (!fd) return fail(Error::from_errno("socket"));
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  if (inet_pton(AF_INET, address.c_str(), &sa.sin_addr) != 1) return fail(ErrorCode::kInvalidArgument, "bad link address " + address);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    return fail(Error::from_errno("bind " + address + ":" + std::to_string(port)));
+  }
+  if (type == SOCK_STREAM && ::listen(fd.get(), 1024) != 0) return fail(Error::from_errno("listen"));
+  return fd;
+}
+
+}  // namespace
+
+Result<EnforcerSockets> open_enforcer_sockets(int netns_fd, const NetSpec& net) {
+  Result<EnforcerSockets> out = fail(ErrorCode::kInternal, "socket thread did not run");
+  std::thread t([&] {
+    auto guard = sys::NetnsGuard::enter(netns_fd);
+    if (!guard) {
+      out = fail(std::move(guard).error());
+      return;
+    }
+    EnforcerSockets s;
+    auto u = bound_socket(SOCK_DGRAM, net.peer_address, kEnforcerDnsPort);
+    auto d = bound_socket(SOCK_STREAM, net.peer_address, kEnforcerDnsPort);
+    auto p = bound_socket(SOCK_STREAM, net.peer_address, net.proxy_port);
+    if (!u) out = fail(std::move(u).error().wrap("enforcer DNS socket (udp)"));
+    else if (!d) out = fail(std::move(d).error().wrap("enforcer DNS socket (tcp)"));
+    else if (!p) out = fail(std::move(p).error().wrap("enforcer proxy socket"));
+    else out = EnforcerSockets{std::move(*u), std::move(*d), std::move(*p)};
+  });
+  t.join();
+  return out;
+}
+
+Result<EnforcerProcess> spawn_enforcer(const std::string& exe, const std::string& config_path, const EnforcerSockets& s,
+                                       int audit_fd, int log_fd) {
+  int ready[2];
+  if (::pipe2(ready, O_CLOEXEC) != 0) return fail(Error::from_errno("pipe"));
+  UniqueFd ready_r(ready[0]), ready_w(ready[1]);
+  int fds[6] = {s.dns_udp.get(), s.dns_tcp.get(), s.proxy.get(), audit_fd, ready_w.get(), log_fd};
+  std::string arg0 = "km-enforcer", arg1 = "--config";
+  char* argv[] = {arg0.data(), arg1.data(), const_cast<char*>(config_path.c_str()), nullptr};
+  char* envp[] = {nullptr};
+  pid_t pid = ::fork();
+  if (pid < 0) return fail(Error::from_errno("fork (enforcer)"));
+  if (pid == 0) {
+    // Child of a multithreaded parent: async-signal-safe calls only until exec.
+    // Until it has recorded itself and said so, it dies with kmd (no unrecorded orphans).
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    ::setsid();
+    int high[6];
+    for (int i = 0; i < 6; ++i) high[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, 100);
+    for (int i = 0; i < 5; ++i) ::dup2(high[i], 3 + i);
+    ::dup2(high[5], 1);
+    ::dup2(high[5], 2);
+    int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (devnull >= 0) ::dup2(devnull, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execve(exe.c_str(), argv, envp);
+    ::_exit(127);
+  }
+  ready_w.reset();
+  EnforcerProcess p{pid, process_start_time(pid)};
+  // Reap it if it ends while this kmd lives; after a kmd restart, init does.
+  std::thread([pid] { ::waitpid(pid, nullptr, 0); }).detach();
+  pollfd pfd{ready_r.get(), POLLIN, 0};
+  int n;
+  do {
+    n = ::poll(&pfd, 1, 10000);
+  } while (n < 0 && errno == EINTR);
+  char byte = 0;
+  if (n == 1 && ::read(ready_r.get(), &byte, 1) == 1 && byte == '1') return p;
+  kill_process(p);
+  return fail(Error(ErrorCode::kUnavailable, n == 0 ? "the enforcer did not become ready within 10 s"
+                                                    : "the enforcer exited while starting")
+                  .with_hint("see the sandbox's enforcer.log"));
+}
+
+Status write_process_file(const std::string& path, const EnforcerProcess& p) {
+  return write_file_atomic(path, std::to_string(p.pid) + " " + std::to_string(p.start_time) + "\n", 0600);
+}
+
+Result<EnforcerProcess> read_process_file(const std::string& path) {
+  KM_ASSIGN_OR_RETURN(std::string text, read_file(path, 4096));
+  EnforcerProcess p;
+  long long pid = 0;
+  unsigned long long st = 0;
+  if (std::sscanf(text.c_str(), "%lld %llu", &pid, &st) != 2 || pid <= 1) {
+    return fail(ErrorCode::kInvalidArgument, path + ": not a process record");
+  }
+  p.pid = static_cast<pid_t>(pid);
+  p.start_time = st;
+  return p;
+}
+
+bool process_alive(const EnforcerProcess& p) {
+  return p.pid > 1 && process_start_time(p.pid) == p.start_time && p.start_time != 0;
+}
+
+void kill_process(const EnforcerProcess& p) {
+  if (!process_alive(p)) return;
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0));
+  if (pidfd < 0) return;
+  UniqueFd owned(pidfd);
+  if (!process_alive(p)) return;  // the pidfd now pins the right process, or a newer one
+  ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+  for (int i = 0; i < 200 && process_alive(p); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
+
+}  // namespace km::sandbox
