@@ -184,8 +184,7 @@ Result<DnsAnswer> DnsFilter::on_answer(const DnsQueryPlan& plan, std::span<const
       break;
     }
   }
-  out.dropped = up.answers.size() + up.authority.size() + up.additional.size() - reply.answers.size() -
-                reply.authority.size();
+  out.dropped = up.answers.size() + up.authority.size() - reply.answers.size() - reply.authority.size();
   out.rcode = reply.rcode;
   out.reply = fit(std::move(reply), max_size);
   return out;
