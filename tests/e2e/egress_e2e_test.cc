@@ -332,6 +332,8 @@ TEST_F(Egress, UdpOtherThanDnsGoesNowhere) {
   EXPECT_EQ(r.out, "no answer\n") << dump(r);
   std::this_thread::sleep_for(300ms);  // datagrams in flight would have been recorded by now
   for (const auto& h : world_->hits()) EXPECT_NE(h.proto, "udp") << h.server;
+  EXPECT_FALSE(audited({{"kind", "packet"}, {"proto", "udp"}, {"addr", "203.0.113.10"}, {"port", 443}, {"verdict", "deny"}}).empty());
+  EXPECT_FALSE(audited({{"kind", "packet"}, {"proto", "udp"}, {"addr", "198.51.100.10"}, {"port", 7}, {"verdict", "deny"}}).empty());
 }
 
 TEST_F(Egress, MetadataPrivateAndHostAddressesAreDenied) {

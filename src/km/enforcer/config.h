@@ -19,6 +19,8 @@ inline constexpr int kProxyFd = 5;
 inline constexpr int kAuditFd = 6;
 // Written once ("1") when the enforcer serves and has recorded itself in pid_file; closed.
 inline constexpr int kReadyFd = 7;
+// NETLINK_NETFILTER socket bound to the link rules' NFLOG group: packets the rules dropped.
+inline constexpr int kPacketLogFd = 8;
 
 inline constexpr uint16_t kDnsPort = 53;
 inline constexpr uint16_t kProxyPort = 3128;

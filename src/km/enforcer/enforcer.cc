@@ -15,6 +15,7 @@
 #include "km/enforcer/audit.h"
 #include "km/enforcer/dns_service.h"
 #include "km/enforcer/egress_proxy.h"
+#include "km/enforcer/packet_log.h"
 #include "km/proxy/http_head.h"
 
 namespace km::enforcer {
@@ -44,6 +45,8 @@ Status run(const Config& config) {
   EgressProxy proxy(io, config, policy, book, dns, audit, log);
   KM_TRY(dns.serve(kDnsUdpFd, kDnsTcpFd));
   KM_TRY(proxy.serve(kProxyFd));
+  PacketLog packets(io, audit);
+  if (::fcntl(kPacketLogFd, F_GETFD) >= 0) packets.serve(kPacketLogFd);
 
   if (!config.pid_file.empty()) {
     // Recorded before kmd is told it is ready: a kmd that dies before then takes this process

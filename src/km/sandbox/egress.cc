@@ -4,6 +4,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <nftables/libnftables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_log.h>
+#include <linux/netlink.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <signal.h>
@@ -13,6 +16,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "km/base/file.h"
@@ -42,6 +46,13 @@ std::string link_ruleset(const NetSpec& net) {
          "    " + in + "ip daddr " + peer + " tcp dport { " + dns + ", " + proxy + " } accept\n"
          "    " + in + "ip daddr " + peer + " udp dport " + dns + " accept\n"
          "    " + in + "ct state related meta l4proto icmp accept\n"
+         "  }\n"
+         "  chain guard {\n"
+         "    type filter hook prerouting priority raw; policy accept;\n"
+         "    " + in + "meta l4proto tcp accept\n"
+         "    " + in + "udp dport 53 accept\n"
+         "    " + in + "limit rate 200/second burst 200 packets log group " + std::to_string(kNflogGroup) + " snaplen 64\n"
+         "    " + in + "drop\n"
          "  }\n"
          "  chain forward {\n"
          "    type filter hook forward priority filter; policy drop;\n"
@@ -95,6 +106,54 @@ Result<UniqueFd> bound_socket(int type, const std::string& address, uint16_t por
 
 }  // namespace
 
+namespace {
+
+// A netlink socket subscribed to the link rules' NFLOG group, so the enforcer hears about the
+// packets the rules drop (UDP other than DNS, ICMP, ...) and can audit them.
+Result<UniqueFd> nflog_socket() {
+  UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER));
+  if (!fd) return fail(Error::from_errno("socket(NETLINK_NETFILTER)"));
+  sockaddr_nl sa{};
+  sa.nl_family = AF_NETLINK;
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) return fail(Error::from_errno("bind(nflog)"));
+  auto config = [&](uint16_t attr_type, const void* data, size_t len, uint32_t seq) -> Status {
+    alignas(nlmsghdr) char buf[128] = {};
+    auto* h = reinterpret_cast<nlmsghdr*>(buf);
+    h->nlmsg_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
+    h->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    h->nlmsg_seq = seq;
+    auto* g = reinterpret_cast<nfgenmsg*>(buf + NLMSG_HDRLEN);
+    g->nfgen_family = AF_UNSPEC;
+    g->version = NFNETLINK_V0;
+    g->res_id = htons(kNflogGroup);
+    size_t off = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(nfgenmsg));
+    auto* a = reinterpret_cast<nlattr*>(buf + off);
+    a->nla_type = attr_type;
+    a->nla_len = static_cast<uint16_t>(NLA_HDRLEN + len);
+    std::memcpy(buf + off + NLA_HDRLEN, data, len);
+    h->nlmsg_len = static_cast<uint32_t>(off + NLA_ALIGN(a->nla_len));
+    if (::send(fd.get(), buf, h->nlmsg_len, 0) < 0) return fail(Error::from_errno("nflog config"));
+    char reply[256];
+    ssize_t n = ::recv(fd.get(), reply, sizeof reply, 0);
+    if (n < static_cast<ssize_t>(NLMSG_HDRLEN + sizeof(nlmsgerr))) return fail(Error::from_errno("nflog config reply"));
+    auto* r = reinterpret_cast<nlmsghdr*>(reply);
+    if (r->nlmsg_type == NLMSG_ERROR) {
+      auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(r));
+      if (e->error != 0) return fail(Error::from_errno("nflog config", -e->error));
+    }
+    return ok();
+  };
+  nfulnl_msg_config_cmd cmd{NFULNL_CFG_CMD_BIND};
+  KM_TRY(config(NFULA_CFG_CMD, &cmd, sizeof cmd, 1));
+  nfulnl_msg_config_mode mode{};
+  mode.copy_range = htonl(64);
+  mode.copy_mode = NFULNL_COPY_PACKET;
+  KM_TRY(config(NFULA_CFG_MODE, &mode, sizeof mode, 2));
+  return fd;
+}
+
+}  // namespace
+
 Result<EnforcerSockets> open_enforcer_sockets(int netns_fd, const NetSpec& net) {
   Result<EnforcerSockets> out = fail(ErrorCode::kInternal, "socket thread did not run");
   std::thread t([&] {
@@ -107,10 +166,12 @@ Result<EnforcerSockets> open_enforcer_sockets(int netns_fd, const NetSpec& net) 
     auto u = bound_socket(SOCK_DGRAM, net.peer_address, kEnforcerDnsPort);
     auto d = bound_socket(SOCK_STREAM, net.peer_address, kEnforcerDnsPort);
     auto p = bound_socket(SOCK_STREAM, net.peer_address, net.proxy_port);
+    auto l = nflog_socket();
     if (!u) out = fail(std::move(u).error().wrap("enforcer DNS socket (udp)"));
     else if (!d) out = fail(std::move(d).error().wrap("enforcer DNS socket (tcp)"));
     else if (!p) out = fail(std::move(p).error().wrap("enforcer proxy socket"));
-    else out = EnforcerSockets{std::move(*u), std::move(*d), std::move(*p)};
+    else if (!l) out = fail(std::move(l).error().wrap("enforcer packet log").with_hint("km needs nfnetlink_log (CONFIG_NETFILTER_NETLINK_LOG)"));
+    else out = EnforcerSockets{std::move(*u), std::move(*d), std::move(*p), std::move(*l)};
   });
   t.join();
   return out;
@@ -121,7 +182,7 @@ Result<EnforcerProcess> spawn_enforcer(const std::string& exe, const std::string
   int ready[2];
   if (::pipe2(ready, O_CLOEXEC) != 0) return fail(Error::from_errno("pipe"));
   UniqueFd ready_r(ready[0]), ready_w(ready[1]);
-  int fds[6] = {s.dns_udp.get(), s.dns_tcp.get(), s.proxy.get(), audit_fd, ready_w.get(), log_fd};
+  int fds[7] = {s.dns_udp.get(), s.dns_tcp.get(), s.proxy.get(), audit_fd, ready_w.get(), s.nflog.get(), log_fd};
   std::string arg0 = "km-enforcer", arg1 = "--config";
   char* argv[] = {arg0.data(), arg1.data(), const_cast<char*>(config_path.c_str()), nullptr};
   char* envp[] = {nullptr};
@@ -132,11 +193,11 @@ Result<EnforcerProcess> spawn_enforcer(const std::string& exe, const std::string
     // Until it has recorded itself and said so, it dies with kmd (no unrecorded orphans).
     ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     ::setsid();
-    int high[6];
-    for (int i = 0; i < 6; ++i) high[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, 100);
-    for (int i = 0; i < 5; ++i) ::dup2(high[i], 3 + i);
-    ::dup2(high[5], 1);
-    ::dup2(high[5], 2);
+    int high[7];
+    for (int i = 0; i < 7; ++i) high[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, 100);
+    for (int i = 0; i < 6; ++i) ::dup2(high[i], 3 + i);
+    ::dup2(high[6], 1);
+    ::dup2(high[6], 2);
     int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (devnull >= 0) ::dup2(devnull, 0);
     sigset_t none;

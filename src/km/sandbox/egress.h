@@ -20,6 +20,7 @@
 namespace km::sandbox {
 
 inline constexpr uint16_t kEnforcerDnsPort = 53;
+inline constexpr uint16_t kNflogGroup = 7;  // the link rules log dropped packets here
 inline constexpr const char* kLinkIfname = "km0";  // the link's end in the link namespace
 
 // The nftables ruleset of a sandbox's link namespace (nft syntax, one table "km").
@@ -30,6 +31,7 @@ Status apply_ruleset(int netns_fd, const std::string& ruleset);
 
 struct EnforcerSockets {
   UniqueFd dns_udp, dns_tcp, proxy;
+  UniqueFd nflog;  // NETLINK_NETFILTER, bound to kNflogGroup
 };
 // Binds the enforcer's sockets to the link address inside `netns_fd`.
 Result<EnforcerSockets> open_enforcer_sockets(int netns_fd, const NetSpec& net);
@@ -40,7 +42,7 @@ struct EnforcerProcess {
 };
 
 // Starts `exe --config config_path` in its own session with the sockets on fds 3-5 and
-// `audit_fd` on 6, stdout/stderr to `log_fd`. It is not kmd's to keep alive: it survives kmd.
+// `audit_fd` on 6, a readiness pipe on 7, the packet log on 8, stdout/stderr to `log_fd`. It is not kmd's to keep alive: it survives kmd.
 Result<EnforcerProcess> spawn_enforcer(const std::string& exe, const std::string& config_path, const EnforcerSockets& s,
                                        int audit_fd, int log_fd);
 
