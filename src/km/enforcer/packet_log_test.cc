@@ -1,0 +1,66 @@
+#include "km/enforcer/packet_log.h"
+
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_log.h>
+#include <linux/netlink.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+namespace km::enforcer {
+namespace {
+
+// One NFULNL_MSG_PACKET message carrying `payload` (an IP packet's first bytes).
+std::vector<uint8_t> nflog_message(const std::vector<uint8_t>& payload) {
+  std::vector<uint8_t> m(NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(nfgenmsg)) + NLA_HDRLEN + NLA_ALIGN(payload.size()));
+  nlmsghdr h{};
+  h.nlmsg_len = static_cast<uint32_t>(m.size());
+  h.nlmsg_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET;
+  std::memcpy(m.data(), &h, sizeof h);
+  size_t a = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(nfgenmsg));
+  nlattr attr{static_cast<uint16_t>(NLA_HDRLEN + payload.size()), NFULA_PAYLOAD};
+  std::memcpy(m.data() + a, &attr, sizeof attr);
+  std::memcpy(m.data() + a + NLA_HDRLEN, payload.data(), payload.size());
+  return m;
+}
+
+std::vector<uint8_t> ipv4(uint8_t proto, std::array<uint8_t, 4> dst, uint16_t dport) {
+  std::vector<uint8_t> p(28, 0);
+  p[0] = 0x45;
+  p[9] = proto;
+  std::copy(dst.begin(), dst.end(), p.begin() + 16);
+  p[22] = static_cast<uint8_t>(dport >> 8);
+  p[23] = static_cast<uint8_t>(dport);
+  return p;
+}
+
+TEST(PacketLog, ParsesDroppedPackets) {
+  auto a = nflog_message(ipv4(17, {203, 0, 113, 10}, 443));
+  auto b = nflog_message(ipv4(1, {198, 51, 100, 10}, 0));
+  a.insert(a.end(), b.begin(), b.end());
+  auto pkts = parse_nflog(a);
+  ASSERT_EQ(pkts.size(), 2u);
+  EXPECT_EQ(pkts[0].proto, "udp");
+  EXPECT_EQ(pkts[0].addr, "203.0.113.10");
+  EXPECT_EQ(pkts[0].port, 443);
+  EXPECT_EQ(pkts[1].proto, "icmp");
+  EXPECT_EQ(pkts[1].port, 0);
+}
+
+TEST(PacketLog, MalformedInputIsSkipped) {
+  auto m = nflog_message(ipv4(17, {203, 0, 113, 10}, 443));
+  for (size_t cut = 0; cut < m.size(); ++cut) {
+    auto pkts = parse_nflog(std::span<const uint8_t>(m.data(), cut));
+    EXPECT_TRUE(pkts.empty()) << cut;
+  }
+  auto short_ip = nflog_message({0x45, 0, 0});
+  EXPECT_TRUE(parse_nflog(short_ip).empty());
+  auto v6 = nflog_message(std::vector<uint8_t>(40, 0x60));
+  EXPECT_TRUE(parse_nflog(v6).empty());
+  std::vector<uint8_t> garbage(100, 0xff);
+  EXPECT_TRUE(parse_nflog(garbage).empty());
+}
+
+}  // namespace
+}  // namespace km::enforcer
