@@ -41,6 +41,7 @@ spec:
   execution:
     privileged: PRIVILEGED
   network:
+    httpsOnly: PRIVILEGED
     egress:
       allowedDNSSuffixes: [".allowed.test"]
       allowedHosts: ["git.allowed.test:9418"]
@@ -65,6 +66,7 @@ class Egress : public ::testing::Test {
     for (const char* priv : {"false", "true"}) {
       std::string p = kProfile;
       p.replace(p.find("PRIVILEGED"), 10, priv);
+      p.replace(p.find("PRIVILEGED"), 10, priv);  // the privileged sandbox is also httpsOnly
       std::ofstream(root_ + "/escape-" + priv + ".yaml") << p;
     }
     auto pid = world_->spawn_in_kmd_netns({KMD_BIN, "--foreground", "--config", root_ + "/kmd.yaml", "--state-dir",
@@ -374,9 +376,21 @@ TEST_F(Egress, RootInsideCannotChangeTheNetwork) {
   for (const char* op : {"nft=0", "del=0", "add=0", "down=0", "addr=0"}) EXPECT_EQ(r.out.find(op), std::string::npos) << op << dump(r);
   auto after = sh("curl -sS -m 5 --noproxy '*' http://203.0.113.10/; echo rc=$?", true);
   EXPECT_EQ(after.out.find("\"server\""), std::string::npos) << dump(after);
-  auto ok = sh("curl -sS -m 5 http://allowed.test/ok", true);
+  auto ok = sh("curl -sS -m 5 --cacert /workspace/ca.pem https://allowed.test/ok", true);
   EXPECT_NE(ok.out.find("\"server\""), std::string::npos) << dump(ok);
   EXPECT_EQ(hits_at("203.0.113.10"), 0u);
+}
+
+TEST_F(Egress, HttpsOnlyRefusesPlainHttp) {
+  // The privileged sandbox's profile says httpsOnly.
+  auto explicit_http = sh("curl -sS -m 5 -o /dev/null -w '%{http_code}' http://allowed.test/plain", true);
+  EXPECT_EQ(explicit_http.out, "403") << dump(explicit_http);
+  auto transparent = sh("curl -sS -m 5 --noproxy '*' http://allowed.test/plain", true);
+  EXPECT_NE(transparent.status, 0) << dump(transparent);
+  auto tls = sh("curl -sS -m 5 --noproxy '*' --cacert /workspace/ca.pem https://allowed.test/tls", true);
+  EXPECT_EQ(tls.status, 0) << dump(tls);
+  for (const auto& h : world_->hits()) EXPECT_NE(h.path, "/plain");
+  EXPECT_GE(audited({{"kind", "connect"}, {"rule", "httpsOnly"}, {"verdict", "deny"}}, priv_id_).size(), 2u);
 }
 
 TEST_F(Egress, GitOverHttpToADeniedHostFails) {

@@ -32,7 +32,9 @@ std::string rcode_name(dns::Rcode r) {
 class TcpClient : public std::enable_shared_from_this<TcpClient> {
  public:
   using Handler = std::function<void(std::span<const uint8_t>, std::function<void(std::vector<uint8_t>)>)>;
-  TcpClient(tcp::socket s, Handler h) : sock_(std::move(s)), timer_(sock_.get_executor()), handler_(std::move(h)) {}
+  TcpClient(tcp::socket s, Handler h, std::function<void()> on_end)
+      : sock_(std::move(s)), timer_(sock_.get_executor()), handler_(std::move(h)), on_end_(std::move(on_end)) {}
+  ~TcpClient() { on_end_(); }
   void start() { read_length(); }
 
  private:
@@ -74,6 +76,7 @@ class TcpClient : public std::enable_shared_from_this<TcpClient> {
   tcp::socket sock_;
   asio::steady_timer timer_;
   Handler handler_;
+  std::function<void()> on_end_;
   std::array<uint8_t, 2> len_{};
   std::vector<uint8_t> msg_, out_;
 };
@@ -100,7 +103,8 @@ struct DnsService::Exchange {
 
 DnsService::DnsService(asio::io_context& io, const proxy::EgressPolicy& policy, proxy::AddressBook& book,
                        AuditLog& audit, std::vector<udp::endpoint> upstreams, log::Logger& log)
-    : io_(io), policy_(policy), filter_(policy), book_(book), audit_(audit), upstreams_(std::move(upstreams)), log_(log) {}
+    : io_(io), policy_(policy), filter_(policy), book_(book), audit_(audit), upstreams_(std::move(upstreams)), log_(log),
+      backoff_(io) {}
 
 Status DnsService::serve(int udp_fd, int tcp_fd) {
   try {
@@ -139,10 +143,18 @@ void DnsService::receive_udp() {
 void DnsService::accept_tcp() {
   tcp_->async_accept([this](std::error_code ec, tcp::socket s) {
     if (ec == asio::error::operation_aborted) return;
-    if (!ec) {
+    if (ec) {
+      backoff_.expires_after(std::chrono::milliseconds(100));
+      backoff_.async_wait([this](std::error_code tec) {
+        if (!tec) accept_tcp();
+      });
+      return;
+    }
+    if (tcp_clients_ < kMaxTcpClients) {
+      ++tcp_clients_;
       std::make_shared<TcpClient>(std::move(s), [this](std::span<const uint8_t> q, std::function<void(std::vector<uint8_t>)> reply) {
         handle_query(q, std::move(reply), true);
-      })->start();
+      }, [this] { --tcp_clients_; })->start();
     }
     accept_tcp();
   });

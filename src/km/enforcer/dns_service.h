@@ -28,6 +28,7 @@ namespace dns = proxy::dns;
 class DnsService {
  public:
   static constexpr size_t kMaxInFlight = 2048;
+  static constexpr size_t kMaxTcpClients = 256;
 
   DnsService(asio::io_context& io, const proxy::EgressPolicy& policy, proxy::AddressBook& book, AuditLog& audit,
              std::vector<asio::ip::udp::endpoint> upstreams, log::Logger& log);
@@ -75,6 +76,8 @@ class DnsService {
   std::unique_ptr<asio::ip::tcp::acceptor> tcp_;
   asio::ip::udp::endpoint from_;
   std::array<uint8_t, 4096> udp_buf_{};
+  asio::steady_timer backoff_;
+  size_t tcp_clients_ = 0;
   uint64_t queries_ = 0;
   size_t in_flight_ = 0;
 };

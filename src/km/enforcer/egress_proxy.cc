@@ -695,7 +695,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
 
 EgressProxy::EgressProxy(asio::io_context& io, const Config& config, const proxy::EgressPolicy& policy,
                          proxy::AddressBook& book, DnsService& dns, AuditLog& audit, log::Logger& log)
-    : io_(io), config_(config), policy_(policy), book_(book), dns_(dns), audit_(audit), log_(log) {}
+    : io_(io), config_(config), policy_(policy), book_(book), dns_(dns), audit_(audit), log_(log), backoff_(io) {}
 
 Status EgressProxy::serve(int listen_fd) {
   std::error_code ec;
@@ -723,7 +723,24 @@ Status EgressProxy::serve(int listen_fd) {
 void EgressProxy::accept() {
   acceptor_->async_accept([this](std::error_code ec, tcp::socket s) {
     if (ec == asio::error::operation_aborted) return;
-    if (!ec) std::make_shared<Session>(*this, std::move(s))->start();
+    if (ec) {
+      // Out of descriptors or memory: back off instead of spinning; connections wait in the
+      // listen backlog meanwhile.
+      log_.log(log::Level::kWarn, "accept failed; retrying in 100 ms", {{"error", ec.message()}}, config_.sandbox);
+      backoff_.expires_after(std::chrono::milliseconds(100));
+      backoff_.async_wait([this](std::error_code tec) {
+        if (!tec) accept();
+      });
+      return;
+    }
+    if (sessions_ >= kMaxSessions) {
+      audit_.emit("connect", {{"verdict", "deny"}, {"rule", "limit"}, {"reason", "too many open connections (" + std::to_string(kMaxSessions) + ")"}});
+      std::error_code ignored;
+      s.set_option(asio::socket_base::linger(true, 0), ignored);
+      s.close(ignored);
+    } else {
+      std::make_shared<Session>(*this, std::move(s))->start();
+    }
     accept();
   });
 }

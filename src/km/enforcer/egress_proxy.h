@@ -43,6 +43,7 @@ class EgressProxy {
   Status serve(int listen_fd);
 
   size_t sessions() const { return sessions_; }
+  static constexpr size_t kMaxSessions = 4096;
 
  private:
   class Session;
@@ -59,6 +60,7 @@ class EgressProxy {
   std::unique_ptr<asio::ip::tcp::acceptor> acceptor_;
   std::optional<asio::ip::tcp::endpoint> upstream_proxy_;
   std::optional<asio::ip::address> link_address_;
+  asio::steady_timer backoff_;
   size_t sessions_ = 0;
 };
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -40,6 +41,12 @@ Status run(const Config& config) {
     upstreams.emplace_back(asio::ip::make_address(hp.first), hp.second);
   }
 
+  // As many descriptors as the hard limit allows: each proxied connection holds two.
+  rlimit nofile{};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   asio::io_context io(1);
   DnsService dns(io, policy, book, audit, upstreams, log);
   EgressProxy proxy(io, config, policy, book, dns, audit, log);
