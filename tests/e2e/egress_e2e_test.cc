@@ -430,3 +430,102 @@ TEST_F(Egress, EnforcerKilledLeavesNoEgressAndIsRestarted) {
 }
 
 }  // namespace
+
+namespace {
+
+// A minimal corporate proxy for the test: CONNECT only, logs each target, then relays.
+constexpr const char* kCorporateProxy = R"(import socket, sys, threading
+log = open(sys.argv[2], 'a', buffering=1)
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], 3128)); srv.listen(64); srv.settimeout(120)
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d: break
+            b.sendall(d)
+    except OSError: pass
+    finally:
+        try: b.shutdown(socket.SHUT_WR)
+        except OSError: pass
+def serve(c):
+    c.settimeout(30)
+    head = b''
+    while b'\r\n\r\n' not in head and len(head) < 8192:
+        d = c.recv(4096)
+        if not d: return c.close()
+        head += d
+    line = head.split(b'\r\n')[0].decode()
+    method, target, _ = line.split(' ', 2)
+    log.write(target + '\n')
+    if method != 'CONNECT': c.sendall(b'HTTP/1.1 405 No\r\n\r\n'); return c.close()
+    host, port = target.rsplit(':', 1)
+    up = socket.create_connection(({'allowed.test': '198.51.100.10'}.get(host, host), int(port)), 10)
+    c.sendall(b'HTTP/1.1 200 Connection established\r\n\r\n')
+    threading.Thread(target=pipe, args=(c, up), daemon=True).start()
+    pipe(up, c)
+for _ in range(200):
+    try: c, _ = srv.accept()
+    except socket.timeout: break
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+)";
+
+TEST(EgressUpstream, EnforcerDialsThroughTheConfiguredProxy) {
+  if (::geteuid() != 0) GTEST_SKIP() << "e2e test: kmd needs root";
+  km::testing::WorldOptions opts;
+  opts.hosts.push_back({"203.0.113.20", {"proxy.corp.test"}, false});
+  auto world = TestWorld::create(opts);
+  ASSERT_TRUE(world) << world.error().to_string();
+  char tmpl[] = "/tmp/km-egress-up-XXXXXX";
+  std::string root = ::mkdtemp(tmpl);
+  ::chmod(root.c_str(), 0711);
+  std::string cg = "km-egress-up-" + std::to_string(::getpid());
+  std::ofstream(root + "/proxy.py") << kCorporateProxy;
+  auto proxy = (*world)->spawn_in_world_netns({"python3", root + "/proxy.py", "203.0.113.20", root + "/connects.log"}, {}, root + "/proxy.out");
+  ASSERT_TRUE(proxy) << proxy.error().to_string();
+  bool listening = false;
+  for (int i = 0; i < 100 && !listening; ++i) {
+    auto probe = (*world)->run_in_kmd_netns({"nc", "-z", "-w", "1", "203.0.113.20", "3128"}, 3s);
+    listening = probe && probe->status == 0;
+    if (!listening) std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(listening) << km::read_file(root + "/proxy.out", 1 << 20).value_or("");
+  std::ofstream(root + "/kmd.yaml") << "upstreamDNS: [\"198.51.100.53\"]\nupstreamProxy: http://203.0.113.20:3128\n";
+  std::string p = kProfile;
+  p.replace(p.find("PRIVILEGED"), 10, "false");
+  p.replace(p.find("PRIVILEGED"), 10, "false");
+  std::ofstream(root + "/p.yaml") << p;
+  auto kmd = (*world)->spawn_in_kmd_netns({KMD_BIN, "--foreground", "--config", root + "/kmd.yaml", "--state-dir", root + "/state",
+                                           "--runtime-dir", root + "/run", "--group", "", "--cgroup-name", cg},
+                                          {}, root + "/kmd.log");
+  ASSERT_TRUE(kmd) << kmd.error().to_string();
+  auto km = [&](std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), KM_BIN);
+    return run(args, {{"KM_SOCKET", root + "/run/kmd.sock"}}, input);
+  };
+  for (int i = 0; i < 500 && km({"list"}).status != 0; ++i) std::this_thread::sleep_for(10ms);
+  auto c = km({"create", root + "/p.yaml"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  std::string id = c.out.substr(0, c.out.find('\n'));
+  km({"exec", id, "--", "sh", "-c", "cat > /workspace/ca.pem"}, km::read_file((*world)->ca_bundle(), 1 << 20).value_or(""));
+  auto r = km({"exec", id, "--", "curl", "-sS", "-m", "10", "--cacert", "/workspace/ca.pem", "https://allowed.test/via-corp"});
+  EXPECT_EQ(r.status, 0) << r.out << r.err << km::read_file(root + "/proxy.out", 1 << 20).value_or("")
+                         << km::read_file(root + "/state/sandboxes/" + id + "/audit/egress.jsonl", 1 << 20).value_or("");
+  EXPECT_NE(r.out.find("/via-corp"), std::string::npos);
+  auto t = km({"exec", id, "--", "curl", "-sS", "-m", "10", "--noproxy", "*", "--cacert", "/workspace/ca.pem", "https://allowed.test/transparent"});
+  EXPECT_EQ(t.status, 0) << t.out << t.err;
+  auto log = km::read_file(root + "/connects.log", 1 << 20).value_or("");
+  EXPECT_NE(log.find("allowed.test:443"), std::string::npos) << log;
+  // Policy still applies before the corporate proxy is asked.
+  auto denied = km({"exec", id, "--", "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://evil.test/"});
+  EXPECT_EQ(denied.out, "403");
+  EXPECT_EQ(km::read_file(root + "/connects.log", 1 << 20).value_or("").find("evil"), std::string::npos);
+  km({"destroy", id});
+  ::kill(*kmd, SIGTERM);
+  (void)(*world)->wait_exit(*kmd, 10s);
+  world->reset();
+  std::system(("rm -rf '" + root + "'").c_str());
+  std::system(("rmdir /sys/fs/cgroup/unified/" + cg + " 2>/dev/null").c_str());
+}
+
+}  // namespace
