@@ -1,5 +1,6 @@
 // kmd and km together, as a user runs them: lifecycle through the CLI, TTL expiry, kmd
-// restarts that leave sandboxes running, and crash safety with kill -9 at random points.
+// restarts that leave sandboxes running, and crash safety with kill -9 at random points of
+// create and destroy, with and without an enforcer.
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -8,6 +9,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
+#include <map>
 #include <random>
 #include <set>
 #include <sstream>
@@ -33,6 +36,8 @@ class Kmd : public ::testing::Test {
     ::chmod(root_.c_str(), 0711);
     socket_ = root_ + "/run/kmd.sock";
     cgroup_ = "km-e2e-" + std::to_string(::getpid());
+    // Enforcers need an upstream resolver configured; these tests never send a query.
+    std::ofstream(root_ + "/kmd.yaml") << "upstreamDNS: [\"198.51.100.53\"]\n";
     start_kmd();
   }
   void TearDown() override {
@@ -55,7 +60,7 @@ class Kmd : public ::testing::Test {
       int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
-      ::execl(KMD_BIN, "kmd", "--foreground", "--state-dir", (root_ + "/state").c_str(), "--runtime-dir",
+      ::execl(KMD_BIN, "kmd", "--foreground", "--config", (root_ + "/kmd.yaml").c_str(), "--state-dir", (root_ + "/state").c_str(), "--runtime-dir",
               (root_ + "/run").c_str(), "--group", "", "--cgroup-name", cgroup_.c_str(), nullptr);
       _exit(127);
     }
@@ -79,8 +84,8 @@ class Kmd : public ::testing::Test {
     EXPECT_EQ(r.status, 0) << r.err;
     return r.status == 0 ? Json::parse(r.out) : Json::array();
   }
-  std::string create(const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> args = {"create", "quickstart"};
+  std::string create(const std::vector<std::string>& extra = {}, const std::string& profile = "quickstart") {
+    std::vector<std::string> args = {"create", profile};
     args.insert(args.end(), extra.begin(), extra.end());
     auto r = km(args);
     EXPECT_EQ(r.status, 0) << r.err;
@@ -89,6 +94,24 @@ class Kmd : public ::testing::Test {
     return id;
   }
   std::string cgroup_dir() const { return "/sys/fs/cgroup/unified/" + cgroup_; }
+  // Live km-enforcer processes of this kmd: pid -> sandbox ID (from their config path).
+  std::map<pid_t, std::string> enforcers() const {
+    std::map<pid_t, std::string> out;
+    std::string prefix = root_ + "/run/sandboxes/";
+    auto ls = run({"/bin/ls", "/proc"});
+    std::istringstream in(ls.out);
+    std::string entry;
+    while (in >> entry) {
+      if (entry.find_first_not_of("0123456789") != std::string::npos) continue;
+      auto cmd = km::read_file("/proc/" + entry + "/cmdline", 1 << 16);
+      if (!cmd || cmd->find("km-enforcer") != 0) continue;
+      auto at = cmd->find(prefix);
+      if (at == std::string::npos) continue;
+      std::string rest = cmd->substr(at + prefix.size());
+      out[std::stoi(entry)] = rest.substr(0, rest.find('/'));
+    }
+    return out;
+  }
 
   std::string root_, socket_, cgroup_;
   pid_t pid_ = -1;
@@ -201,18 +224,26 @@ TEST_F(Kmd, SandboxesKeepRunningWhileKmdIsDownAndAfterRestart) {
 
 TEST_F(Kmd, KillNineAtRandomPointsLeavesNoOrphans) {
   std::mt19937 rng(12345);
-  for (int round = 0; round < 20; ++round) {
-    // A create in flight, and kmd killed somewhere inside it.
+  for (int round = 0; round < 30; ++round) {
+    // A create (two rounds in three) or a destroy in flight, and kmd killed somewhere inside
+    // it. Odd rounds use a profile with egress, so an enforcer is part of what is made.
+    bool destroy = round % 3 == 2;
+    const char* profile = round % 2 ? "restricted-dev" : "quickstart";
+    std::string victim = destroy ? create({}, profile) : "";
     pid_t client = ::fork();
     if (client == 0) {
       int devnull = ::open("/dev/null", O_WRONLY);
       ::dup2(devnull, 1);
       ::dup2(devnull, 2);
       ::setenv("KM_SOCKET", socket_.c_str(), 1);
-      ::execl(KM_BIN, "km", "create", "quickstart", nullptr);
+      if (destroy) {
+        ::execl(KM_BIN, "km", "destroy", victim.c_str(), nullptr);
+      } else {
+        ::execl(KM_BIN, "km", "create", profile, nullptr);
+      }
       _exit(127);
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 40000)(rng)));
+    std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, destroy ? 20000 : 80000)(rng)));
     stop_kmd(SIGKILL);
     ::waitpid(client, nullptr, 0);
     start_kmd();
@@ -238,6 +269,15 @@ TEST_F(Kmd, KillNineAtRandomPointsLeavesNoOrphans) {
         EXPECT_TRUE(known) << "orphan " << dir << "/" << id << " after round " << round;
       }
     }
+    // Every enforcer belongs to a running sandbox, and every running sandbox with egress has one.
+    auto enf = enforcers();
+    for (const auto& [pid, id] : enf) EXPECT_TRUE(running.count(id)) << "orphan enforcer " << pid << " of " << id << " after round " << round;
+    for (const auto& s : list()) {
+      if (s["state"] != "running" || s["profile"] != "restricted-dev") continue;
+      bool has = false;
+      for (const auto& [pid, id] : enf) has = has || id == s["id"];
+      EXPECT_TRUE(has) << "no enforcer for " << s["id"] << " after round " << round;
+    }
   }
 }
 
@@ -247,11 +287,24 @@ TEST_F(Kmd, OnlyRootOrTheGroupMayUseKmd) {
   EXPECT_TRUE(r.err.find("Permission denied") != std::string::npos || r.err.find("permission denied") != std::string::npos) << r.err;
 }
 
-TEST_F(Kmd, ProfilesWithEgressAreRefusedUntilEgressCanBeEnforced) {
-  auto r = km({"create", "open-dev"});
+TEST_F(Kmd, KernelEnforcementIsRefusedUntilItExists) {
+  auto r = km({"create", "hardened"});
   EXPECT_EQ(r.status, 1);
-  EXPECT_NE(r.err.find("cannot enforce yet"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("enforcement both"), std::string::npos) << r.err;
   EXPECT_EQ(list().size(), 0u);
+}
+
+TEST_F(Kmd, ProfilesWithEgressGetAnEnforcerThatGoesWithThem) {
+  std::string id = create({}, "restricted-dev");
+  ASSERT_FALSE(id.empty());
+  auto pids = enforcers();
+  ASSERT_EQ(pids.size(), 1u);
+  EXPECT_EQ(pids.begin()->second, id);
+  auto r = km({"exec", id, "--", "sh", "-c", "cat /etc/resolv.conf; echo $HTTPS_PROXY"});
+  EXPECT_NE(r.out.find("nameserver 10.88."), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(":3128"), std::string::npos) << r.out;
+  EXPECT_EQ(km({"destroy", id}).status, 0);
+  EXPECT_TRUE(enforcers().empty());
 }
 
 }  // namespace
