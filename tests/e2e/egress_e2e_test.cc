@@ -281,6 +281,27 @@ TEST_F(Egress, HostOrSniMismatchInsideAnAllowedConnectFails) {
   EXPECT_GE(audited({{"kind", "connect"}, {"verdict", "deny"}}).size(), 3u);
 }
 
+TEST_F(Egress, ALateClientHelloMustMatchToo) {
+  // Silent first (so the connection is judged by address, as for a server-speaks-first
+  // protocol), then a ClientHello for another name the same server would also serve.
+  auto r = sh("python3 - <<'EOF'\n"
+              "import socket, ssl, time\n"
+              "addr = socket.gethostbyname('allowed.test')\n"
+              "s = socket.create_connection((addr, 443), 5)\n"
+              "time.sleep(0.8)\n"
+              "ctx = ssl.create_default_context(cafile='/workspace/ca.pem')\n"
+              "try:\n"
+              "    t = ctx.wrap_socket(s, server_hostname='evil.test')\n"
+              "    t.sendall(b'GET /late HTTP/1.1\\r\\nHost: evil.test\\r\\n\\r\\n')\n"
+              "    print(t.recv(200))\n"
+              "except Exception as e:\n"
+              "    print('refused', type(e).__name__)\n"
+              "EOF");
+  EXPECT_NE(r.out.find("refused"), std::string::npos) << dump(r);
+  for (const auto& h : world_->hits()) EXPECT_NE(h.sni, "evil.test") << h.server;
+  EXPECT_FALSE(audited({{"kind", "connect"}, {"name", "evil.test"}, {"verdict", "deny"}}).empty());
+}
+
 TEST_F(Egress, SniOfAnAllowedNameToADeniedAddressFails) {
   auto r = sh("curl -sS -m 5 --noproxy '*' -k --resolve allowed.test:443:203.0.113.10 https://allowed.test/");
   EXPECT_NE(r.status, 0) << dump(r);

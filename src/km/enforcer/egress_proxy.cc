@@ -327,6 +327,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
     if (in_.empty()) {
       if (eof_) return close();
       audit(name_, decision_);  // nothing sent yet: a server-speaks-first protocol
+      late_check_ = true;        // but if the client speaks later, its SNI/Host still must match
       return start_relay();
     }
     auto first = static_cast<uint8_t>(in_[0]);
@@ -374,6 +375,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
     if (in_.empty()) {
       if (eof_ && !timed_out_) return close();
       proto_ = "tcp";
+      late_check_ = true;  // judged by address now; a late ClientHello or request is checked too
       return transparent_decide();
     }
     auto first = static_cast<uint8_t>(in_[0]);
@@ -572,6 +574,33 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
         return;
       }
       self->bytes_up_ += n;
+      if (self->late_check_) {
+        self->in_.append(self->c2u_.data(), n);
+        switch (self->late_inspect()) {
+          case Late::kMore:
+            return self->pump_client_to_upstream();
+          case Late::kDeny:
+            return self->reset();
+          case Late::kOk:
+            break;
+        }
+        self->late_check_ = false;
+        self->out_.clear();
+        if (self->stream_) {
+          if (auto s = self->stream_->process(self->in_, self->out_); !s) {
+            self->audit(self->name_, Decision{false, "default deny", s.error().message(), ""});
+            return self->close();
+          }
+        } else {
+          self->out_.swap(self->in_);
+          self->in_.clear();
+        }
+        asio::async_write(self->upstream_, asio::buffer(self->out_), [self](std::error_code wec, size_t) {
+          if (wec) return self->close();
+          self->pump_client_to_upstream();
+        });
+        return;
+      }
       if (self->stream_) {
         self->in_.append(self->c2u_.data(), n);
         self->out_.clear();
@@ -607,6 +636,58 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
         self->pump_upstream_to_client();
       });
     });
+  }
+
+  enum class Late { kMore, kOk, kDeny };
+
+  // The first bytes of a client that spoke only after the connection was allowed without a
+  // name (server-speaks-first, or a silent CONNECT tunnel): a TLS SNI or an HTTP Host it sends
+  // now must name what the connection was allowed for, or the connection is cut.
+  Late late_inspect() {
+    auto first = static_cast<uint8_t>(in_[0]);
+    std::string claimed;
+    if (tls::looks_like_tls(first)) {
+      auto hello = tls::parse_client_hello(std::span(reinterpret_cast<const uint8_t*>(in_.data()), in_.size()));
+      if (hello && !*hello && in_.size() < kMaxPeek) return Late::kMore;
+      if (!hello || !*hello) {
+        audit(name_, Decision{false, "default deny", "malformed TLS ClientHello", ""});
+        return Late::kDeny;
+      }
+      proto_ = "tls";
+      claimed = (*hello)->sni;
+    } else if (first >= 'A' && first <= 'Z') {
+      auto head = http::parse_request_head(in_);
+      if (head && !*head && in_.size() < kMaxPeek) return Late::kMore;
+      if (head && *head) {
+        proto_ = "http";
+        if (p_.policy_.https_only()) {
+          audit(name_, Decision{false, "httpsOnly", "plain HTTP is not allowed by the sandbox's policy", "use https://"});
+          return Late::kDeny;
+        }
+        auto host = (*head)->header("host");
+        if (host) {
+          auto a = http::parse_authority(*host, port_);
+          if (!a) {
+            audit(name_, Decision{false, "default deny", "bad Host header", ""});
+            return Late::kDeny;
+          }
+          claimed = a->host;
+          stream_ = std::make_unique<RequestStream>(a->host, false, false);
+        }
+      }
+    }
+    if (claimed.empty()) return Late::kOk;
+    bool ok = name_.empty() ? (p_.policy_.check_host(claimed, port_).allowed && p_.book_.resolved_to(claimed, addr_, now())) ||
+                                  p_.policy_.check_cidr(addr_, port_).allowed
+                            : claimed == name_;
+    if (!ok) {
+      audit(claimed, Decision{false, "default deny",
+                              claimed + " is not what this connection was allowed for (" +
+                                  (name_.empty() ? addr_.to_string() : name_) + ")",
+                              ""});
+      return Late::kDeny;
+    }
+    return Late::kOk;
   }
 
   void half_closed(bool client_side) {
@@ -679,6 +760,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
   std::string name_;
   Decision decision_;
   bool connect_tunnel_ = false;
+  bool late_check_ = false;
   bool timed_out_ = false;
   bool eof_ = false;
   bool closed_ = false;
