@@ -45,6 +45,7 @@ spec:
     egress:
       allowedDNSSuffixes: [".allowed.test"]
       allowedHosts: ["git.allowed.test:9418"]
+      allowedCIDRs: ["203.0.113.11/32:80"]
 )";
 
 class Egress : public ::testing::Test {
@@ -198,6 +199,20 @@ TEST_F(Egress, DirectConnectToAnAddressFails) {
   EXPECT_NE(py.status, 0) << dump(py);
   EXPECT_EQ(hits_at("203.0.113.10"), 0u);
   EXPECT_GE(audited({{"kind", "connect"}, {"addr", "203.0.113.10"}, {"verdict", "deny"}}).size(), 3u);
+}
+
+TEST_F(Egress, AllowedCidrsOpenExactlyTheirAddressesAndPorts) {
+  auto ok = sh("curl -sS -m 5 --noproxy '*' http://203.0.113.11/cidr");
+  EXPECT_EQ(Json::parse(ok.out, nullptr, false)["server"], "203.0.113.11") << dump(ok);
+  auto viaproxy = sh("curl -sS -m 5 http://203.0.113.11/cidr-explicit");
+  EXPECT_EQ(Json::parse(viaproxy.out, nullptr, false)["server"], "203.0.113.11") << dump(viaproxy);
+  auto port = sh("curl -sS -m 5 --noproxy '*' -k https://203.0.113.11/cidr-443");
+  EXPECT_NE(port.status, 0) << dump(port);
+  auto other = sh("curl -sS -m 5 --noproxy '*' http://203.0.113.10/cidr-other");
+  EXPECT_NE(other.status, 0) << dump(other);
+  EXPECT_FALSE(audited({{"kind", "connect"}, {"addr", "203.0.113.11"}, {"port", 80}, {"verdict", "allow"}, {"rule", "allowedCIDRs: 203.0.113.11/32:80"}}).empty());
+  EXPECT_FALSE(audited({{"kind", "connect"}, {"addr", "203.0.113.11"}, {"port", 443}, {"verdict", "deny"}}).empty());
+  for (const auto& h : world_->hits()) EXPECT_NE(h.path, "/cidr-443");
 }
 
 TEST_F(Egress, IpLiteralUrlsAreDenied) {
