@@ -51,6 +51,13 @@ constexpr const char* kColumns =
     "idle_timeout, max_lifetime, teardown_policy, locked, last_activity, ttl_warned, idle_warned, pid, "
     "pid_start, cloned_from";
 
+// The same columns without the profile text, for listings (a profile is kilobytes; a listing
+// of 10,000 sandboxes must not read them all).
+constexpr const char* kSummaryColumns =
+    "id, COALESCE(alias,''), number, slot, profile_name, '', state, reason, created_at, expires_at, "
+    "idle_timeout, max_lifetime, teardown_policy, locked, last_activity, ttl_warned, idle_warned, pid, "
+    "pid_start, cloned_from";
+
 Sandbox row(const Stmt& s) {
   Sandbox b;
   b.id = s.text(0);
@@ -233,7 +240,7 @@ Result<std::optional<Sandbox>> Store::resolve(const std::string& ref) {
 
 Result<std::vector<Sandbox>> Store::list(bool include_destroyed) {
   std::lock_guard<std::mutex> lock(mu_);
-  std::string sql = std::string("SELECT ") + kColumns + " FROM sandboxes" +
+  std::string sql = std::string("SELECT ") + kSummaryColumns + " FROM sandboxes" +
                     (include_destroyed ? "" : " WHERE state != 'destroyed'") + " ORDER BY number, created_at";
   Stmt q(db_, sql.c_str());
   std::vector<Sandbox> out;

@@ -66,7 +66,8 @@ class Store {
   Result<std::optional<Sandbox>> get(const std::string& id);
   // Resolves a reference: alias first, then ID, then local number.
   Result<std::optional<Sandbox>> resolve(const std::string& ref);
-  // Every sandbox not destroyed (or all of them).
+  // Every sandbox (destroyed ones only when asked), without profile_yaml (left empty; get()
+  // and resolve() return it).
   Result<std::vector<Sandbox>> list(bool include_destroyed = false);
 
   // Sets state (and reason) only if the current state is one of `from`; false if not.
