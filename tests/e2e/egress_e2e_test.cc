@@ -397,6 +397,23 @@ TEST_F(Egress, OtherSandboxesAndTheEnforcersOtherPortsAreUnreachable) {
   EXPECT_FALSE(audited({{"kind", "connect"}, {"addr", peer}, {"port", 22}, {"verdict", "deny"}}).empty());
 }
 
+TEST_F(Egress, KmAuditShowsTheVerdicts) {
+  sh("curl -sS -m 5 -o /dev/null http://evil.test/audit-me; dig +short +time=2 +tries=1 audit.evil.test");
+  auto j = km({"-o", "json", "audit", id_, "--kind", "connect", "-n", "5"});
+  ASSERT_EQ(j.status, 0) << j.err;
+  auto events = Json::parse(j.out, nullptr, false);
+  ASSERT_TRUE(events.is_array()) << j.out;
+  ASSERT_FALSE(events.empty());
+  EXPECT_LE(events.size(), 5u);
+  EXPECT_EQ(events.back()["name"], "evil.test");
+  EXPECT_EQ(events.back()["verdict"], "deny");
+  for (const auto& e : events) EXPECT_EQ(e["kind"], "connect");
+  auto text = km({"audit", id_, "-n", "3"});
+  EXPECT_EQ(text.status, 0);
+  EXPECT_NE(text.out.find("audit.evil.test"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("name is not in the allowlist"), std::string::npos) << text.out;
+}
+
 TEST_F(Egress, KmdSocketIsNotVisible) {
   auto r = sh("test -e " + socket_ + " && echo VISIBLE; test -e /run/km/kmd.sock && echo VISIBLE; ls -A /run");
   EXPECT_EQ(r.out, "") << dump(r);

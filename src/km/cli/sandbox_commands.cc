@@ -135,6 +135,27 @@ int cmd_list(const GlobalOptions& g, bool all) {
   }, "sandboxes");
 }
 
+int cmd_audit(const GlobalOptions& g, const std::string& ref, const std::string& kind, int64_t limit) {
+  Json req{{"op", "audit"}, {"ref", ref}, {"limit", limit}};
+  if (!kind.empty()) req["kind"] = kind;
+  return finish(call(g, req), g, [](const Json& r) {
+    std::vector<std::vector<std::string>> rows;
+    auto str = [](const Json& e, const char* k) { return e.contains(k) && e[k].is_string() ? e[k].get<std::string>() : std::string(); };
+    for (const auto& e : r["events"]) {
+      std::string what = str(e, "name");
+      std::string addr = str(e, "addr");
+      if (e.contains("port") && e["port"].is_number()) addr += (addr.empty() ? "" : ":") + std::to_string(e["port"].get<int64_t>());
+      if (!addr.empty()) what += (what.empty() ? "" : " ") + std::string("(") + addr + ")";
+      std::string why = str(e, "verdict") == "allow" ? str(e, "rule") : str(e, "reason");
+      std::string kindcol = str(e, "kind");
+      if (kindcol == "connect") kindcol += "/" + str(e, "mode");
+      if (kindcol == "dns") kindcol += "/" + str(e, "rcode");
+      rows.push_back({str(e, "ts"), kindcol, str(e, "verdict"), what, why});
+    }
+    std::fputs(render_table({"TIME", "KIND", "VERDICT", "DESTINATION", "RULE OR REASON"}, rows).c_str(), stdout);
+  }, "events");
+}
+
 std::string utc(int64_t t) {
   if (t == 0) return "-";
   std::time_t tt = t;
@@ -363,6 +384,17 @@ void add_sandbox_commands(CLI::App& app, GlobalOptions& global, int* exit_code) 
   CLI::App* status = app.add_subcommand("status", "Show a sandbox: state, timers, resources, events");
   status->add_option("ref", *ref, "ID, alias or number")->required();
   status->callback([&global, ref, exit_code] { *exit_code = cmd_status(global, *ref); });
+
+  struct AuditOpts {
+    std::string ref, kind;
+    int64_t limit = 50;
+  };
+  auto ao = std::make_shared<AuditOpts>();
+  CLI::App* audit = app.add_subcommand("audit", "Show a sandbox's egress audit: every DNS and connection verdict, newest last");
+  audit->add_option("ref", ao->ref, "ID, alias or number")->required();
+  audit->add_option("--kind", ao->kind, "Only dns, connect or packet events")->check(CLI::IsMember({"dns", "connect", "packet"}));
+  audit->add_option("-n,--limit", ao->limit, "How many of the newest events (default 50)")->check(CLI::Range(1, 100000));
+  audit->callback([&global, ao, exit_code] { *exit_code = cmd_audit(global, ao->ref, ao->kind, ao->limit); });
 
   struct ExecOpts {
     std::string ref, cwd;

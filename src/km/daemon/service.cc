@@ -137,6 +137,7 @@ Json Service::handle(const Json& req, std::vector<UniqueFd>& fds, int conn) {
     if (op == "create") return op_create(req);
     if (op == "list") return op_list(req);
     if (op == "status") return op_status(req);
+    if (op == "audit") return op_audit(req);
     if (op == "exec") return op_exec(req, fds, conn);
     if (op == "shell") return op_shell(req, fds, conn);
     if (op == "clone") return op_clone(req);
@@ -329,6 +330,37 @@ Json Service::op_status(const Json& req) {
   }
   d["events"] = evs;
   return Json{{"ok", true}, {"sandbox", d}, {"now", clock_->now()}};
+}
+
+Json Service::op_audit(const Json& req) {
+  auto s = find(req);
+  if (!s) return error_reply(s.error());
+  size_t limit = std::clamp<int64_t>(req.value("limit", int64_t{100}), 1, 100000);
+  std::string kind = req.value("kind", std::string());
+  std::string path = launcher_->egress_audit_path(s->id);
+  // The newest events: read at most the last 16 MiB, newest last.
+  Json events = Json::array();
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd) {
+    struct stat st {};
+    ::fstat(fd.get(), &st);
+    off_t size = st.st_size, from = std::max<off_t>(0, size - (off_t{16} << 20));
+    std::string text(static_cast<size_t>(size - from), '\0');
+    ssize_t n = ::pread(fd.get(), text.data(), text.size(), from);
+    text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    if (from > 0) text.erase(0, text.find('\n') + 1);  // a partial first line
+    std::vector<Json> picked;
+    size_t end = text.size();
+    while (end > 0 && picked.size() < limit) {
+      size_t start = text.rfind('\n', end - 1);
+      start = start == std::string::npos ? 0 : start + 1;
+      Json e = Json::parse(text.substr(start, end - start), nullptr, false);
+      if (e.is_object() && (kind.empty() || e.value("kind", std::string()) == kind)) picked.push_back(std::move(e));
+      end = start > 0 ? start - 1 : 0;
+    }
+    for (auto it = picked.rbegin(); it != picked.rend(); ++it) events.push_back(std::move(*it));
+  }
+  return Json{{"ok", true}, {"events", events}};
 }
 
 Service::SessionGuard::SessionGuard(Service& svc, std::string id) : svc_(svc), id_(std::move(id)) {

@@ -52,6 +52,8 @@ class Service {
   nlohmann::json op_create(const nlohmann::json& req);
   nlohmann::json op_list(const nlohmann::json& req);
   nlohmann::json op_status(const nlohmann::json& req);
+  // The sandbox's egress audit events, newest last: {"kind": dns|connect|packet, "limit": N}.
+  nlohmann::json op_audit(const nlohmann::json& req);
   nlohmann::json op_exec(const nlohmann::json& req, std::vector<UniqueFd>& fds, int conn);
   nlohmann::json op_clone(const nlohmann::json& req);
   nlohmann::json op_shell(const nlohmann::json& req, std::vector<UniqueFd>& fds, int conn);
