@@ -104,7 +104,7 @@ struct DnsService::Exchange {
 DnsService::DnsService(asio::io_context& io, const proxy::EgressPolicy& policy, proxy::AddressBook& book,
                        AuditLog& audit, std::vector<udp::endpoint> upstreams, log::Logger& log)
     : io_(io), policy_(policy), filter_(policy), book_(book), audit_(audit), upstreams_(std::move(upstreams)), log_(log),
-      backoff_(io) {}
+      backoff_(io), udp_pool_(upstreams_.size()) {}
 
 Status DnsService::serve(int udp_fd, int tcp_fd) {
   try {
@@ -119,8 +119,15 @@ Status DnsService::serve(int udp_fd, int tcp_fd) {
 }
 
 uint16_t DnsService::random_id() {
-  uint16_t id = 0;
-  if (::getrandom(&id, sizeof id, 0) != sizeof id) id = static_cast<uint16_t>(queries_ * 40503u);
+  // Kernel randomness, fetched 256 IDs at a time.
+  if (random_pos_ + 2 > random_.size()) {
+    if (::getrandom(random_.data(), random_.size(), 0) != static_cast<ssize_t>(random_.size())) {
+      for (auto& b : random_) b = static_cast<uint8_t>(queries_ * 131u + (&b - random_.data()));
+    }
+    random_pos_ = 0;
+  }
+  uint16_t id = static_cast<uint16_t>((random_[random_pos_] << 8) | random_[random_pos_ + 1]);
+  random_pos_ += 2;
   return id;
 }
 
@@ -287,9 +294,17 @@ void DnsService::next_server(std::shared_ptr<Exchange> ex, const Error& why) {
 void DnsService::try_udp(std::shared_ptr<Exchange> ex) {
   const auto& server = upstreams_[ex->server];
   std::error_code ec;
-  ex->usock = std::make_unique<udp::socket>(io_);
-  ex->usock->open(server.protocol(), ec);
-  if (!ec) ex->usock->connect(server, ec);  // a connected socket only hears from `server`
+  auto& pool = udp_pool_[ex->server];
+  if (!pool.empty()) {
+    // A socket connected to this server by an earlier query: its answers were all consumed, and
+    // anything late carries another ID and is ignored.
+    ex->usock = std::move(pool.back());
+    pool.pop_back();
+  } else {
+    ex->usock = std::make_unique<udp::socket>(io_);
+    ex->usock->open(server.protocol(), ec);
+    if (!ec) ex->usock->connect(server, ec);  // a connected socket only hears from `server`
+  }
   if (ec) return next_server(ex, Error(ErrorCode::kUnavailable, "udp " + server.address().to_string() + ": " + ec.message()));
   ex->timer->expires_after(kUdpTimeout);
   ex->timer->async_wait([this, ex](std::error_code tec) {
@@ -362,7 +377,11 @@ void DnsService::finish(std::shared_ptr<Exchange> ex, Result<std::vector<uint8_t
   --in_flight_;
   std::error_code ignored;
   if (ex->timer) ex->timer->cancel();
-  if (ex->usock) ex->usock->close(ignored);
+  if (ex->usock && r && udp_pool_[ex->server].size() < kUdpPoolPerServer) {
+    udp_pool_[ex->server].push_back(std::move(ex->usock));
+  } else if (ex->usock) {
+    ex->usock->close(ignored);
+  }
   if (ex->tsock) ex->tsock->close(ignored);
   auto cb = std::move(ex->cb);
   cb(std::move(r));

@@ -29,6 +29,9 @@ class DnsService {
  public:
   static constexpr size_t kMaxInFlight = 2048;
   static constexpr size_t kMaxTcpClients = 256;
+  // Idle upstream UDP sockets kept per server (each carries one query at a time, with a random
+  // ID; reusing them saves a socket, connect and close per query).
+  static constexpr size_t kUdpPoolPerServer = 64;
 
   DnsService(asio::io_context& io, const proxy::EgressPolicy& policy, proxy::AddressBook& book, AuditLog& audit,
              std::vector<asio::ip::udp::endpoint> upstreams, log::Logger& log);
@@ -78,6 +81,9 @@ class DnsService {
   std::array<uint8_t, 4096> udp_buf_{};
   asio::steady_timer backoff_;
   size_t tcp_clients_ = 0;
+  std::vector<std::vector<std::unique_ptr<asio::ip::udp::socket>>> udp_pool_;
+  std::array<uint8_t, 512> random_{};
+  size_t random_pos_ = 512;
   uint64_t queries_ = 0;
   size_t in_flight_ = 0;
 };
