@@ -9,12 +9,21 @@
 namespace km::enforcer {
 
 void AuditLog::emit(std::string_view kind, nlohmann::json fields) {
-  nlohmann::json line = nlohmann::json::object();
-  line["ts"] = log::utc_timestamp_now();
-  line["sandbox"] = sandbox_;
-  line["kind"] = kind;
-  for (auto& [k, v] : fields.items()) line[k] = std::move(v);
-  std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  // ts, sandbox and kind first, then the fields: one line, one write.
+  std::string text;
+  text.reserve(256);
+  text += "{\"ts\":\"" + log::utc_timestamp_now() + "\",\"sandbox\":";
+  text += nlohmann::json(sandbox_).dump();
+  text += ",\"kind\":";
+  text += nlohmann::json(std::string(kind)).dump();
+  for (auto& [k, v] : fields.items()) {
+    if (k == "ts" || k == "sandbox" || k == "kind") continue;
+    text += ",";
+    text += nlohmann::json(k).dump();
+    text += ":";
+    text += v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  text += "}\n";
   ++events_;
   if (fd_ < 0) return;
   size_t off = 0;

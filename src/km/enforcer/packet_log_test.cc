@@ -64,3 +64,36 @@ TEST(PacketLog, MalformedInputIsSkipped) {
 
 }  // namespace
 }  // namespace km::enforcer
+
+#include "km/enforcer/audit.h"
+
+#include <unistd.h>
+
+namespace km::enforcer {
+namespace {
+
+TEST(AuditLog, OneJsonObjectPerLineWithTheCommonFieldsFirst) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  AuditLog log("sb-1a2b3c4d", p[1]);
+  log.emit("dns", {{"name", "x.test"}, {"verdict", "deny"}, {"kind", "ignored"}, {"reason", "a \"quoted\"\nline"}});
+  log.emit("connect", {{"port", 443}});
+  ::close(p[1]);
+  std::string out(4096, '\0');
+  out.resize(static_cast<size_t>(::read(p[0], out.data(), out.size())));
+  ::close(p[0]);
+  auto nl = out.find('\n');
+  ASSERT_NE(nl, std::string::npos);
+  auto first = nlohmann::json::parse(out.substr(0, nl));
+  EXPECT_EQ(first["sandbox"], "sb-1a2b3c4d");
+  EXPECT_EQ(first["kind"], "dns");
+  EXPECT_EQ(first["reason"], "a \"quoted\"\nline");
+  EXPECT_EQ(out.substr(0, 6), "{\"ts\":");
+  auto second = nlohmann::json::parse(out.substr(nl + 1, out.size() - nl - 2));
+  EXPECT_EQ(second["port"], 443);
+  EXPECT_EQ(log.events(), 2u);
+  EXPECT_EQ(log.write_errors(), 0u);
+}
+
+}  // namespace
+}  // namespace km::enforcer
