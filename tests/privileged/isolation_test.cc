@@ -143,7 +143,13 @@ TEST_F(Limits, ForkBombIsContainedByThePidsLimit) {
   auto bomb = sh(id, "timeout 3 bash -c 'b() { b | b & }; b' >/dev/null 2>&1; exit 0");
   ASSERT_TRUE(bomb);
   sys::SandboxCgroup cg = sys::SandboxCgroup::of(launcher_->cgroups(), id);
+  // The bomb's first shell returns at once and the rest keeps forking in the background: wait
+  // (bounded) until the kernel has refused a fork at the limit.
   auto hits = cg.pids_limit_hits();
+  for (int i = 0; i < 500 && hits && *hits == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    hits = cg.pids_limit_hits();
+  }
   ASSERT_TRUE(hits) << hits.error().to_string();
   EXPECT_GT(*hits, 0u);  // the kernel refused forks at the limit
   auto during = cg.pids();

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <map>
 #include <memory>
 
 #include "km/base/duration.h"
@@ -123,16 +124,53 @@ int cmd_create(const GlobalOptions& g, const std::string& ref, const std::string
 }
 
 int cmd_list(const GlobalOptions& g, bool all) {
-  return finish(call(g, Json{{"op", "list"}, {"all", all}}), g, [](const Json& r) {
-    int64_t now = r["now"];
-    std::vector<std::vector<std::string>> rows;
-    for (const auto& s : r["sandboxes"]) {
-      rows.push_back({std::to_string(s["number"].get<int64_t>()), s["alias"].get<std::string>().empty() ? "-" : s["alias"].get<std::string>(),
-                      s["id"], s["profile"], s["state"], remaining(s, now), ago(now - s["created_at"].get<int64_t>()),
-                      s["locked"].get<bool>() ? "locked" : ""});
+  // kmd answers with compact rows (one array per sandbox, in the order of "fields").
+  auto r = call(g, Json{{"op", "list"}, {"all", all}, {"compact", true}});
+  if (!r) {
+    print_error(r.error());
+    return kExitFailure;
+  }
+  const Json& fields = (*r)["fields"];
+  const Json& data = (*r)["rows"];
+  std::map<std::string, size_t> col;
+  for (size_t i = 0; i < fields.size(); ++i) col[fields[i].get<std::string>()] = i;
+  for (const char* need : {"id", "alias", "number", "profile", "state", "created_at", "expires_at", "locked"}) {
+    if (!col.count(need)) {
+      print_error("kmd's listing has no field " + std::string(need), "km and kmd are different versions");
+      return kExitFailure;
     }
-    std::fputs(render_table({"#", "ALIAS", "ID", "PROFILE", "STATE", "TTL", "AGE", ""}, rows).c_str(), stdout);
-  }, "sandboxes");
+  }
+  if (g.output == "json") {
+    // Objects, as `km status -o json` shows them; written directly (a listing can be large).
+    std::string out = "[";
+    for (size_t i = 0; i < data.size(); ++i) {
+      out += i ? ",\n  {" : "\n  {";
+      for (size_t f = 0; f < fields.size(); ++f) {
+        if (f) out += ", ";
+        out += fields[f].dump();
+        out += ": ";
+        out += data[i][f].dump(-1, ' ', false, Json::error_handler_t::replace);
+      }
+      out += "}";
+    }
+    out += data.empty() ? "]\n" : "\n]\n";
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    return kExitOk;
+  }
+  int64_t now = (*r)["now"];
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(data.size());
+  for (const auto& s : data) {
+    const std::string& alias = s[col["alias"]].get_ref<const std::string&>();
+    int64_t exp = s[col["expires_at"]].get<int64_t>();
+    rows.push_back({std::to_string(s[col["number"]].get<int64_t>()), alias.empty() ? "-" : alias, s[col["id"]].get<std::string>(),
+                    s[col["profile"]].get<std::string>(), s[col["state"]].get<std::string>(),
+                    exp == 0 ? "never" : exp > now ? format_duration({exp - now}) : "due",
+                    ago(now - s[col["created_at"]].get<int64_t>()), s[col["locked"]].get<bool>() ? "locked" : ""});
+  }
+  std::string table = render_table({"#", "ALIAS", "ID", "PROFILE", "STATE", "TTL", "AGE", ""}, rows);
+  std::fwrite(table.data(), 1, table.size(), stdout);
+  return kExitOk;
 }
 
 int cmd_audit(const GlobalOptions& g, const std::string& ref, const std::string& kind, int64_t limit) {

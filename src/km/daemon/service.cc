@@ -112,6 +112,13 @@ void Service::event(const std::string& id, const std::string& type, Json detail)
   log_.log(log::Level::kInfo, type, {{"detail", detail}}, id);
 }
 
+namespace {
+// describe()'s fields, in the order compact listings carry them.
+const std::vector<std::string> kListFields = {"id", "alias", "number", "profile", "state", "reason", "created_at",
+                                              "expires_at", "idle_timeout", "max_lifetime", "teardown_policy",
+                                              "locked", "last_activity", "cloned_from"};
+}  // namespace
+
 Json Service::describe(const store::Sandbox& s) {
   Json j{{"id", s.id}, {"alias", s.alias}, {"number", s.number}, {"profile", s.profile_name},
          {"state", std::string(store::state_name(s.state))}, {"reason", s.reason}, {"created_at", s.created_at},
@@ -308,6 +315,18 @@ Result<store::Sandbox> Service::do_start(store::Sandbox s) {
 Json Service::op_list(const Json& req) {
   auto all = store_->list(req.value("all", false));
   if (!all) return error_reply(all.error());
+  if (req.value("compact", false)) {
+    // One array per sandbox in the order of "fields": a listing of 10,000 sandboxes is about
+    // half the bytes of objects, and much cheaper to encode and decode.
+    Json rows = Json::array();
+    rows.get_ref<Json::array_t&>().reserve(all->size());
+    for (const auto& s : *all) {
+      rows.push_back(Json::array({s.id, s.alias, s.number, s.profile_name, std::string(store::state_name(s.state)), s.reason,
+                                  s.created_at, s.expires_at, s.idle_timeout, s.max_lifetime, s.teardown_policy, s.locked,
+                                  s.last_activity, s.cloned_from}));
+    }
+    return Json{{"ok", true}, {"fields", kListFields}, {"rows", std::move(rows)}, {"now", clock_->now()}};
+  }
   Json out = Json::array();
   for (const auto& s : *all) out.push_back(describe(s));
   return Json{{"ok", true}, {"sandboxes", out}, {"now", clock_->now()}};
