@@ -58,10 +58,10 @@ class TcpClient : public std::enable_shared_from_this<TcpClient> {
     });
   }
   void write(std::vector<uint8_t> reply) {
-    out_.resize(2);
+    out_.assign(reply.size() + 2, 0);
     out_[0] = static_cast<uint8_t>(reply.size() >> 8);
     out_[1] = static_cast<uint8_t>(reply.size());
-    out_.insert(out_.end(), reply.begin(), reply.end());
+    std::copy(reply.begin(), reply.end(), out_.begin() + 2);
     asio::async_write(sock_, asio::buffer(out_), [self = shared_from_this()](std::error_code ec, size_t) {
       if (ec) return self->close();
       self->read_length();
@@ -95,6 +95,7 @@ struct DnsService::Exchange {
   std::unique_ptr<asio::steady_timer> timer;
   std::array<uint8_t, 4096> buf{};
   std::array<uint8_t, 2> len{};
+  std::array<uint8_t, 2> out_len{};
   std::vector<uint8_t> answer;
   bool done = false;
   unsigned gen = 0;  // bumped per attempt: handlers of an abandoned attempt see a stale value
@@ -347,11 +348,9 @@ void DnsService::try_tcp(std::shared_ptr<Exchange> ex) {
   sock->async_connect(ep, [this, ex, sock, gen](std::error_code ec) {
     if (ex->done || ex->gen != gen) return;
     if (ec) return next_server(ex, Error(ErrorCode::kUnavailable, "tcp connect: " + ec.message()));
-    auto framed = std::make_shared<std::vector<uint8_t>>();
-    framed->push_back(static_cast<uint8_t>(ex->query.size() >> 8));
-    framed->push_back(static_cast<uint8_t>(ex->query.size()));
-    framed->insert(framed->end(), ex->query.begin(), ex->query.end());
-    asio::async_write(*sock, asio::buffer(*framed), [this, ex, sock, gen, framed](std::error_code wec, size_t) {
+    ex->out_len = {static_cast<uint8_t>(ex->query.size() >> 8), static_cast<uint8_t>(ex->query.size())};
+    std::array<asio::const_buffer, 2> framed{asio::buffer(ex->out_len), asio::buffer(ex->query)};
+    asio::async_write(*sock, framed, [this, ex, sock, gen](std::error_code wec, size_t) {
       if (ex->done || ex->gen != gen) return;
       if (wec) return next_server(ex, Error(ErrorCode::kUnavailable, "tcp write: " + wec.message()));
       asio::async_read(*sock, asio::buffer(ex->len), [this, ex, sock, gen](std::error_code lec, size_t) {

@@ -14,7 +14,7 @@
 #include <memory>
 #include <vector>
 
-#include <asio.hpp>
+#include "km/enforcer/asio.h"
 
 #include "km/base/log.h"
 #include "km/base/result.h"

@@ -21,7 +21,7 @@
 #include <optional>
 #include <string>
 
-#include <asio.hpp>
+#include "km/enforcer/asio.h"
 
 #include "km/base/log.h"
 #include "km/base/result.h"

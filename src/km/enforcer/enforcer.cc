@@ -8,7 +8,7 @@
 
 #include <csignal>
 
-#include <asio.hpp>
+#include "km/enforcer/asio.h"
 
 #include "km/base/file.h"
 #include "km/base/log.h"

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include <asio.hpp>
+#include "km/enforcer/asio.h"
 
 #include "km/enforcer/audit.h"
 
