@@ -123,15 +123,46 @@ int cmd_create(const GlobalOptions& g, const std::string& ref, const std::string
   return kExitOk;
 }
 
+// A compact listing's rows: lines of tab-separated fields, with \\, \t and \n escaped.
+std::vector<std::vector<std::string>> split_rows(const std::string& text, size_t nfields) {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> row;
+  row.reserve(nfields);
+  std::string cell;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '\\' && i + 1 < text.size()) {
+      char e = text[++i];
+      cell += e == 't' ? '\t' : e == 'n' ? '\n' : e;
+    } else if (c == '\t') {
+      row.push_back(std::move(cell));
+      cell.clear();
+    } else if (c == '\n') {
+      row.push_back(std::move(cell));
+      cell.clear();
+      if (row.size() == nfields) rows.push_back(std::move(row));
+      row.clear();
+      row.reserve(nfields);
+    } else {
+      cell += c;
+    }
+  }
+  return rows;
+}
+
 int cmd_list(const GlobalOptions& g, bool all) {
-  // kmd answers with compact rows (one array per sandbox, in the order of "fields").
+  // kmd answers with a compact listing (see Service::op_list).
   auto r = call(g, Json{{"op", "list"}, {"all", all}, {"compact", true}});
   if (!r) {
     print_error(r.error());
     return kExitFailure;
   }
   const Json& fields = (*r)["fields"];
-  const Json& data = (*r)["rows"];
+  std::string types = r->value("types", std::string());
+  if (!fields.is_array() || types.size() != fields.size() || !(*r)["rows"].is_string()) {
+    print_error("kmd's listing is not in the expected form", "km and kmd are different versions");
+    return kExitFailure;
+  }
   std::map<std::string, size_t> col;
   for (size_t i = 0; i < fields.size(); ++i) col[fields[i].get<std::string>()] = i;
   for (const char* need : {"id", "alias", "number", "profile", "state", "created_at", "expires_at", "locked"}) {
@@ -140,16 +171,22 @@ int cmd_list(const GlobalOptions& g, bool all) {
       return kExitFailure;
     }
   }
+  auto data = split_rows((*r)["rows"].get_ref<const std::string&>(), fields.size());
   if (g.output == "json") {
     // Objects, as `km status -o json` shows them; written directly (a listing can be large).
+    std::vector<std::string> keys;
+    for (const auto& f : fields) keys.push_back(f.dump() + ": ");
     std::string out = "[";
     for (size_t i = 0; i < data.size(); ++i) {
       out += i ? ",\n  {" : "\n  {";
-      for (size_t f = 0; f < fields.size(); ++f) {
+      for (size_t f = 0; f < keys.size(); ++f) {
         if (f) out += ", ";
-        out += fields[f].dump();
-        out += ": ";
-        out += data[i][f].dump(-1, ' ', false, Json::error_handler_t::replace);
+        out += keys[f];
+        const std::string& v = data[i][f];
+        bool number = !v.empty() && v.find_first_not_of("-0123456789") == std::string::npos;
+        if (types[f] == 's') out += Json(v).dump(-1, ' ', false, Json::error_handler_t::replace);
+        else if ((types[f] == 'i' && number) || (types[f] == 'b' && (v == "true" || v == "false"))) out += v;
+        else out += "null";
       }
       out += "}";
     }
@@ -160,13 +197,15 @@ int cmd_list(const GlobalOptions& g, bool all) {
   int64_t now = (*r)["now"];
   std::vector<std::vector<std::string>> rows;
   rows.reserve(data.size());
-  for (const auto& s : data) {
-    const std::string& alias = s[col["alias"]].get_ref<const std::string&>();
-    int64_t exp = s[col["expires_at"]].get<int64_t>();
-    rows.push_back({std::to_string(s[col["number"]].get<int64_t>()), alias.empty() ? "-" : alias, s[col["id"]].get<std::string>(),
-                    s[col["profile"]].get<std::string>(), s[col["state"]].get<std::string>(),
-                    exp == 0 ? "never" : exp > now ? format_duration({exp - now}) : "due",
-                    ago(now - s[col["created_at"]].get<int64_t>()), s[col["locked"]].get<bool>() ? "locked" : ""});
+  size_t c_number = col["number"], c_alias = col["alias"], c_id = col["id"], c_profile = col["profile"],
+         c_state = col["state"], c_exp = col["expires_at"], c_created = col["created_at"], c_locked = col["locked"];
+  for (auto& s : data) {
+    int64_t exp = std::strtoll(s[c_exp].c_str(), nullptr, 10);
+    int64_t created = std::strtoll(s[c_created].c_str(), nullptr, 10);
+    rows.push_back({std::move(s[c_number]), s[c_alias].empty() ? "-" : std::move(s[c_alias]), std::move(s[c_id]),
+                    std::move(s[c_profile]), std::move(s[c_state]),
+                    exp == 0 ? "never" : exp > now ? format_duration({exp - now}) : "due", ago(now - created),
+                    s[c_locked] == "true" ? "locked" : ""});
   }
   std::string table = render_table({"#", "ALIAS", "ID", "PROFILE", "STATE", "TTL", "AGE", ""}, rows);
   std::fwrite(table.data(), 1, table.size(), stdout);

@@ -117,6 +117,8 @@ namespace {
 const std::vector<std::string> kListFields = {"id", "alias", "number", "profile", "state", "reason", "created_at",
                                               "expires_at", "idle_timeout", "max_lifetime", "teardown_policy",
                                               "locked", "last_activity", "cloned_from"};
+// Their JSON types: s(tring), i(nteger), b(oolean).
+const std::string kListTypes = "ssisssiiiisbis";
 }  // namespace
 
 Json Service::describe(const store::Sandbox& s) {
@@ -316,16 +318,28 @@ Json Service::op_list(const Json& req) {
   auto all = store_->list(req.value("all", false));
   if (!all) return error_reply(all.error());
   if (req.value("compact", false)) {
-    // One array per sandbox in the order of "fields": a listing of 10,000 sandboxes is about
-    // half the bytes of objects, and much cheaper to encode and decode.
-    Json rows = Json::array();
-    rows.get_ref<Json::array_t&>().reserve(all->size());
+    // One line per sandbox, fields separated by tabs in the order of "fields" (with \\, \t and
+    // \n escaped): a listing of 10,000 sandboxes is one string, not 140,000 JSON values to
+    // build, encode and decode.
+    std::string rows;
+    rows.reserve(all->size() * 128);
+    auto text = [&rows](std::string_view v) {
+      for (char c : v) {
+        if (c == '\\') rows += "\\\\";
+        else if (c == '\t') rows += "\\t";
+        else if (c == '\n') rows += "\\n";
+        else rows += c;
+      }
+    };
     for (const auto& s : *all) {
-      rows.push_back(Json::array({s.id, s.alias, s.number, s.profile_name, std::string(store::state_name(s.state)), s.reason,
-                                  s.created_at, s.expires_at, s.idle_timeout, s.max_lifetime, s.teardown_policy, s.locked,
-                                  s.last_activity, s.cloned_from}));
+      text(s.id), rows += '\t', text(s.alias), rows += '\t', rows += std::to_string(s.number), rows += '\t';
+      text(s.profile_name), rows += '\t', rows += store::state_name(s.state), rows += '\t', text(s.reason), rows += '\t';
+      rows += std::to_string(s.created_at), rows += '\t', rows += std::to_string(s.expires_at), rows += '\t';
+      rows += std::to_string(s.idle_timeout), rows += '\t', rows += std::to_string(s.max_lifetime), rows += '\t';
+      text(s.teardown_policy), rows += '\t', rows += s.locked ? "true" : "false", rows += '\t';
+      rows += std::to_string(s.last_activity), rows += '\t', text(s.cloned_from), rows += '\n';
     }
-    return Json{{"ok", true}, {"fields", kListFields}, {"rows", std::move(rows)}, {"now", clock_->now()}};
+    return Json{{"ok", true}, {"fields", kListFields}, {"types", kListTypes}, {"rows", std::move(rows)}, {"now", clock_->now()}};
   }
   Json out = Json::array();
   for (const auto& s : *all) out.push_back(describe(s));
