@@ -25,17 +25,33 @@ void AuditLog::emit(std::string_view kind, nlohmann::json fields) {
   }
   text += "}\n";
   ++events_;
-  if (fd_ < 0) return;
+  pending_ += text;
+  if (!post_) return flush();
+  if (!flush_scheduled_) {
+    flush_scheduled_ = true;
+    post_([this] {
+      flush_scheduled_ = false;
+      flush();
+    });
+  }
+}
+
+void AuditLog::flush() {
+  if (pending_.empty() || fd_ < 0) {
+    pending_.clear();
+    return;
+  }
   size_t off = 0;
-  while (off < text.size()) {
-    ssize_t n = ::write(fd_, text.data() + off, text.size() - off);
+  while (off < pending_.size()) {
+    ssize_t n = ::write(fd_, pending_.data() + off, pending_.size() - off);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       ++write_errors_;
-      return;
+      break;
     }
     off += static_cast<size_t>(n);
   }
+  pending_.clear();
 }
 
 }  // namespace km::enforcer

@@ -11,6 +11,7 @@
 // Thread-safety: single-threaded (the enforcer's event loop).
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -21,9 +22,15 @@ namespace km::enforcer {
 class AuditLog {
  public:
   AuditLog(std::string sandbox, int fd) : sandbox_(std::move(sandbox)), fd_(fd) {}
+  ~AuditLog() { flush(); }
   // Adds ts, sandbox and kind to `fields` and appends the line. Write errors are counted, never
   // fatal (the enforcer keeps enforcing).
   void emit(std::string_view kind, nlohmann::json fields);
+  // Deferred mode: lines emitted while the event loop handles one batch of work are written
+  // together by one write(2) that `post` schedules right after it (a crash loses at most that
+  // batch). Without it, every line is written at once.
+  void set_deferred(std::function<void(std::function<void()>)> post) { post_ = std::move(post); }
+  void flush();
   uint64_t write_errors() const { return write_errors_; }
   uint64_t events() const { return events_; }
 
@@ -32,6 +39,9 @@ class AuditLog {
   int fd_;
   uint64_t events_ = 0;
   uint64_t write_errors_ = 0;
+  std::function<void(std::function<void()>)> post_;
+  std::string pending_;
+  bool flush_scheduled_ = false;
 };
 
 }  // namespace km::enforcer

@@ -48,6 +48,7 @@ Status run(const Config& config) {
     ::setrlimit(RLIMIT_NOFILE, &nofile);
   }
   asio::io_context io(1);
+  audit.set_deferred([&io](std::function<void()> f) { asio::post(io, std::move(f)); });
   DnsService dns(io, policy, book, audit, upstreams, log);
   EgressProxy proxy(io, config, policy, book, dns, audit, log);
   KM_TRY(dns.serve(kDnsUdpFd, kDnsTcpFd));
@@ -101,6 +102,7 @@ Status run(const Config& config) {
            {"hosts", config.policy.hosts}, {"cidrs", config.policy.cidrs}},
           config.sandbox);
   io.run();
+  audit.flush();
   log.log(log::Level::kInfo, "enforcer stopping", {{"queries", dns.queries()}}, config.sandbox);
   return {};
 }

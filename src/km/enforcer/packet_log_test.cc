@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 
 namespace km::enforcer {
 namespace {
@@ -93,6 +95,33 @@ TEST(AuditLog, OneJsonObjectPerLineWithTheCommonFieldsFirst) {
   EXPECT_EQ(second["port"], 443);
   EXPECT_EQ(log.events(), 2u);
   EXPECT_EQ(log.write_errors(), 0u);
+}
+
+}  // namespace
+}  // namespace km::enforcer
+
+namespace km::enforcer {
+namespace {
+
+TEST(AuditLog, DeferredLinesAreWrittenTogetherAfterTheBatch) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  std::vector<std::function<void()>> posted;
+  {
+    AuditLog log("sb-1", p[1]);
+    log.set_deferred([&](std::function<void()> f) { posted.push_back(std::move(f)); });
+    log.emit("dns", {{"n", 1}});
+    log.emit("dns", {{"n", 2}});
+    EXPECT_EQ(posted.size(), 1u);  // one flush for the batch
+    for (auto& f : posted) f();
+    log.emit("dns", {{"n", 3}});  // flushed by the destructor
+  }
+  ::close(p[1]);
+  std::string out(4096, '\0');
+  out.resize(static_cast<size_t>(::read(p[0], out.data(), out.size())));
+  ::close(p[0]);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 3);
+  EXPECT_NE(out.find("\"n\":3"), std::string::npos);
 }
 
 }  // namespace
