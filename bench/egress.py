@@ -597,6 +597,7 @@ class Bench:
         if self.a.keep:
             print("kept %s" % self.root, file=sys.stderr)
         else:
+            subprocess.run(["umount", "-l", os.path.join(self.root, "run", "bpf")], capture_output=True)
             shutil.rmtree(self.root, ignore_errors=True)
 
     def netns_pids(self):

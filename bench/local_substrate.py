@@ -168,6 +168,7 @@ def main():
             print("km %-13s p50 %s  p95 %s  (%d lines)" % (" ".join(fmt), ms(pct(t, 50)), ms(pct(t, 95)), r.stdout.count("\n")))
     finally:
         k.stop()
+        subprocess.run(["umount", "-l", os.path.join(root, "run", "bpf")], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ class Egress : public ::testing::Test {
     }
     delete world_;
     world_ = nullptr;
-    std::system(("rm -rf '" + root_ + "'").c_str());
+    std::system(("umount -l '" + root_ + "/run/bpf' 2>/dev/null; rm -rf '" + root_ + "'").c_str());
     std::system(("rmdir /sys/fs/cgroup/unified/" + cgroup_ + " 2>/dev/null").c_str());
   }
 
@@ -577,7 +577,7 @@ TEST(EgressUpstream, EnforcerDialsThroughTheConfiguredProxy) {
   ::kill(*kmd, SIGTERM);
   (void)(*world)->wait_exit(*kmd, 10s);
   world->reset();
-  std::system(("rm -rf '" + root + "'").c_str());
+  std::system(("umount -l '" + root + "/run/bpf' 2>/dev/null; rm -rf '" + root + "'").c_str());
   std::system(("rmdir /sys/fs/cgroup/unified/" + cg + " 2>/dev/null").c_str());
 }
 

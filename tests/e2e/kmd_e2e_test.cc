@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -49,7 +50,8 @@ class Kmd : public ::testing::Test {
       }
       stop_kmd(SIGTERM);
     }
-    std::system(("rm -rf '" + root_ + "'").c_str());
+    // kmd pinned its exec audit in a bpffs under its runtime directory.
+    std::system(("umount -l '" + root_ + "/run/bpf' 2>/dev/null; rm -rf '" + root_ + "'").c_str());
     std::system(("rmdir /sys/fs/cgroup/unified/" + cgroup_ + " 2>/dev/null").c_str());
   }
 
@@ -285,6 +287,48 @@ TEST_F(Kmd, OnlyRootOrTheGroupMayUseKmd) {
   auto r = run({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", KM_BIN, "list"}, {{"KM_SOCKET", socket_}});
   EXPECT_EQ(r.status, 1);
   EXPECT_TRUE(r.err.find("Permission denied") != std::string::npos || r.err.find("permission denied") != std::string::npos) << r.err;
+}
+
+TEST_F(Kmd, EveryCommandIsRecordedHoweverItIsStarted) {
+  std::string id = create();
+  ASSERT_EQ(km({"exec", id, "--", "sh", "-c", "ls /workspace >/dev/null; bash -c 'echo hi-from-bash' >/dev/null"}).status, 0);
+  auto commands = [&] {
+    std::vector<std::vector<std::string>> out;
+    auto r = km({"-o", "json", "audit", id, "--kind", "exec", "-n", "1000"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    for (const auto& e : Json::parse(r.out, nullptr, false)) {
+      EXPECT_EQ(e["kind"], "exec");
+      EXPECT_EQ(e["sandbox"], id);
+      out.push_back(e["argv"].get<std::vector<std::string>>());
+      if (e["argv"][0] == "ls") {
+        EXPECT_EQ(e["uid"], 1000);  // the sandbox user, as seen inside
+      }
+    }
+    return out;
+  };
+  auto has = [](const std::vector<std::vector<std::string>>& all, const std::vector<std::string>& argv) {
+    return std::find(all.begin(), all.end(), argv) != all.end();
+  };
+  // The reader is asynchronous: wait (bounded) for the records.
+  std::vector<std::vector<std::string>> seen;
+  for (int i = 0; i < 100 && !has(seen, {"bash", "-c", "echo hi-from-bash"}); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    seen = commands();
+  }
+  EXPECT_TRUE(has(seen, {"sh", "-c", "ls /workspace >/dev/null; bash -c 'echo hi-from-bash' >/dev/null"}));
+  EXPECT_TRUE(has(seen, {"ls", "/workspace"}));
+  EXPECT_TRUE(has(seen, {"bash", "-c", "echo hi-from-bash"}));
+  // After a kmd restart, the sandbox's commands are still recorded.
+  stop_kmd(SIGKILL);
+  start_kmd();
+  ASSERT_EQ(km({"exec", id, "--", "sh", "-c", "true after-restart"}).status, 0);
+  for (int i = 0; i < 100 && !has(seen, {"sh", "-c", "true after-restart"}); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    seen = commands();
+  }
+  EXPECT_TRUE(has(seen, {"sh", "-c", "true after-restart"}));
+  auto text = km({"audit", id, "--kind", "exec"});
+  EXPECT_NE(text.out.find("bash -c echo hi-from-bash"), std::string::npos) << text.out;
 }
 
 TEST_F(Kmd, KernelEnforcementIsRefusedUntilItExists) {

@@ -23,6 +23,7 @@ class Lifecycle : public ::testing::Test {
     c.runtime_dir = root_ + "/run";
     c.init_path = KM_SANDBOX_INIT;
     c.cgroup_name = "km-life-" + std::to_string(::getpid());
+    c.exec_audit = false;  // these tests are about timers (the exec audit has its own)
     clock_ = std::make_shared<daemon::FakeClock>(1'800'000'000);
     auto s = daemon::Service::create(c, clock_, log_);
     if (!s) GTEST_SKIP() << "cannot create sandboxes here: " << s.error().to_string();

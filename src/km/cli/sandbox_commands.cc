@@ -225,6 +225,14 @@ int cmd_audit(const GlobalOptions& g, const std::string& ref, const std::string&
       if (!addr.empty()) what += (what.empty() ? "" : " ") + std::string("(") + addr + ")";
       std::string why = str(e, "verdict") == "allow" ? str(e, "rule") : str(e, "reason");
       std::string kindcol = str(e, "kind");
+      if (kindcol == "exec") {
+        // A command: its argv where the destination goes, its process in the last column.
+        what.clear();
+        for (const auto& a : e.value("argv", Json::array())) what += (what.empty() ? "" : " ") + (a.is_string() ? a.get<std::string>() : "");
+        if (e.value("truncated", false)) what += " ...";
+        why = "pid " + std::to_string(e.value("pid", 0)) + " ppid " + std::to_string(e.value("ppid", 0)) + " uid " +
+              std::to_string(e.value("uid", -1));
+      }
       if (kindcol == "connect") kindcol += "/" + str(e, "mode");
       if (kindcol == "dns") kindcol += "/" + str(e, "rcode");
       rows.push_back({str(e, "ts"), kindcol, str(e, "verdict"), what, why});
@@ -467,9 +475,10 @@ void add_sandbox_commands(CLI::App& app, GlobalOptions& global, int* exit_code) 
     int64_t limit = 50;
   };
   auto ao = std::make_shared<AuditOpts>();
-  CLI::App* audit = app.add_subcommand("audit", "Show a sandbox's egress audit: every DNS and connection verdict, newest last");
+  CLI::App* audit = app.add_subcommand("audit", "Show a sandbox's audit: every command run and every DNS and connection verdict, newest last");
   audit->add_option("ref", ao->ref, "ID, alias or number")->required();
-  audit->add_option("--kind", ao->kind, "Only dns, connect or packet events")->check(CLI::IsMember({"dns", "connect", "packet"}));
+  audit->add_option("--kind", ao->kind, "Only exec (commands), dns, connect or packet events")
+      ->check(CLI::IsMember({"exec", "dns", "connect", "packet"}));
   audit->add_option("-n,--limit", ao->limit, "How many of the newest events (default 50)")->check(CLI::Range(1, 100000));
   audit->callback([&global, ao, exit_code] { *exit_code = cmd_audit(global, ao->ref, ao->kind, ao->limit); });
 

@@ -27,7 +27,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& fil
       {"group", &c.group}, {"linkPool", &c.link_pool}, {"extraCABundle", &c.extra_ca_bundle},
       {"upstreamProxy", &c.upstream_proxy}, {"priceTable", &c.price_table}, {"logLevel", &c.log_level},
       {"initPath", &c.init_path}};
-  std::vector<std::string> known = {"upstreamDNS"};
+  std::vector<std::string> known = {"upstreamDNS", "execAudit"};
   for (const auto& [k, v] : strings) known.push_back(k);
   for (const yaml::Entry& e : parsed->entries) {
     if (auto it = strings.find(e.key); it != strings.end()) {
@@ -36,6 +36,12 @@ std::optional<Config> parse_config(std::string_view text, const std::string& fil
         continue;
       }
       *it->second = e.value.value;
+    } else if (e.key == "execAudit") {
+      if (!e.value.is_scalar() || (e.value.value != "true" && e.value.value != "false")) {
+        f.error(e.value.mark, e.key, "expected true or false");
+        continue;
+      }
+      c.exec_audit = e.value.value == "true";
     } else if (e.key == "upstreamDNS") {
       if (!e.value.is_sequence()) {
         f.error(e.value.mark, e.key, "expected a list of addresses");

@@ -34,6 +34,9 @@ struct Config {
   std::string log_level = "info";
   std::string init_path;  // default: next to kmd, then /usr/local/libexec/km
   std::string enforcer_path;  // km-enforcer; found the same way
+  // Record every command run in every sandbox (BPF). Without it sandboxes are refused unless
+  // this is false (tests that do not need it).
+  bool exec_audit = true;
   std::string cgroup_name = "km";  // directory beneath kmd's cgroups (tests use their own)
 
   std::string socket_path() const { return socket.empty() ? runtime_dir + "/kmd.sock" : socket; }

@@ -93,11 +93,95 @@ Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shar
   lc.layout = s->layout_;
   lc.init_path = config.init_path;
   lc.enforcer_path = config.enforcer_path;
+  if (config.exec_audit) {
+    // Loaded once per host and pinned under the runtime directory, so that it keeps recording
+    // while kmd is down. If it cannot be loaded, kmd still starts (to manage what exists) but
+    // refuses to create sandboxes, naming the reason.
+    std::string pins = config.runtime_dir + "/bpf";
+    ::mkdir(config.runtime_dir.c_str(), 0755);
+    Status fs = bpf::ensure_bpffs(pins);
+    auto audit = fs ? bpf::ExecAudit::open(pins) : Result<std::unique_ptr<bpf::ExecAudit>>(fail(fs.error()));
+    if (audit) {
+      s->exec_audit_ = std::move(*audit);
+      s->exec_reader_ = std::thread([svc = s.get()] { svc->record_commands(); });
+    } else {
+      s->exec_audit_error_ = audit.error();
+      log.log(log::Level::kError, "the exec audit is not available; sandboxes will be refused", {{"error", audit.error().to_string()}});
+    }
+    lc.on_cgroup = [svc = s.get()](const std::string& id, uint64_t cgroup_id, uint32_t uid_base) {
+      return svc->watch_commands(id, cgroup_id, uid_base);
+    };
+  }
   lc.cgroup_name = config.cgroup_name;
   KM_ASSIGN_OR_RETURN(sandbox::Launcher l, sandbox::Launcher::create(lc));
   s->launcher_.emplace(std::move(l));
   KM_ASSIGN_OR_RETURN(s->store_, store::Store::open(config.state_dir + "/km.db"));
   return s;
+}
+
+Service::~Service() {
+  stopping_ = true;
+  if (exec_reader_.joinable()) exec_reader_.join();
+}
+
+Status Service::watch_commands(const std::string& id, uint64_t cgroup_id, uint32_t uid_base) {
+  if (exec_audit_error_) return fail(Error(*exec_audit_error_).wrap("the exec audit (every command run in a sandbox is recorded)"));
+  if (!exec_audit_) return ok();
+  KM_TRY(exec_audit_->watch(cgroup_id));
+  std::lock_guard<std::mutex> g(exec_mu_);
+  for (auto it = audited_.begin(); it != audited_.end();) it = it->second.id == id ? audited_.erase(it) : std::next(it);
+  audited_[cgroup_id] = Audited{id, uid_base};
+  return ok();
+}
+
+void Service::unwatch_commands(const std::string& id) {
+  if (!exec_audit_) return;
+  std::lock_guard<std::mutex> g(exec_mu_);
+  for (auto it = audited_.begin(); it != audited_.end();) {
+    if (it->second.id == id) {
+      (void)exec_audit_->unwatch(it->first);
+      it = audited_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Service::record_commands() {
+  uint64_t reported_lost = 0;
+  auto deliver = [this](const bpf::ExecEvent& e) {
+    Audited who;
+    {
+      std::lock_guard<std::mutex> g(exec_mu_);
+      auto it = audited_.find(e.cgroup_id);
+      if (it == audited_.end()) return;
+      who = it->second;
+    }
+    // Ids as the sandbox sees them (its user namespace maps 0.. onto uid_base..).
+    auto inside = [&who](uint32_t host) -> int64_t {
+      return host >= who.uid_base && host < who.uid_base + sandbox::kIdRange ? int64_t{host - who.uid_base} : -1;
+    };
+    Json line{{"ts", log::utc_timestamp_now()}, {"sandbox", who.id}, {"kind", "exec"}, {"pid", e.pid}, {"ppid", e.ppid},
+              {"uid", inside(e.uid)}, {"gid", inside(e.gid)}, {"filename", e.filename}, {"argv", e.argv}, {"comm", e.comm}};
+    if (e.truncated) line["truncated"] = true;
+    std::string text = line.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+    std::string dir = sandbox::sandbox_dir(layout_, who.id) + "/audit";
+    ::mkdir(dir.c_str(), 0700);
+    UniqueFd fd(::open((dir + "/exec.jsonl").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (fd) (void)!::write(fd.get(), text.data(), text.size());
+  };
+  while (!stopping_) {
+    auto n = exec_audit_->poll(200, deliver);
+    if (!n) {
+      log_.log(log::Level::kError, "reading the exec audit failed", {{"error", n.error().to_string()}});
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    uint64_t lost = exec_audit_->lost();
+    if (lost > reported_lost) {
+      log_.log(log::Level::kWarn, "exec audit events were lost (the reader fell behind)", {{"lost", lost - reported_lost}});
+      reported_lost = lost;
+    }
+  }
 }
 
 std::mutex& Service::lock_for(const std::string& id) {
@@ -365,35 +449,56 @@ Json Service::op_status(const Json& req) {
   return Json{{"ok", true}, {"sandbox", d}, {"now", clock_->now()}};
 }
 
+namespace {
+
+// The newest `limit` events of `kind` (all kinds if empty) in a JSON-lines file, oldest first.
+// Reads at most the last 16 MiB.
+std::vector<Json> tail_events(const std::string& path, const std::string& kind, size_t limit) {
+  std::vector<Json> picked;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return picked;
+  struct stat st {};
+  ::fstat(fd.get(), &st);
+  off_t size = st.st_size, from = std::max<off_t>(0, size - (off_t{16} << 20));
+  std::string text(static_cast<size_t>(size - from), '\0');
+  ssize_t n = ::pread(fd.get(), text.data(), text.size(), from);
+  text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  if (from > 0) text.erase(0, text.find('\n') + 1);  // a partial first line
+  size_t end = text.size();
+  while (end > 0 && picked.size() < limit) {
+    size_t start = text.rfind('\n', end - 1);
+    start = start == std::string::npos ? 0 : start + 1;
+    Json e = Json::parse(text.substr(start, end - start), nullptr, false);
+    if (e.is_object() && (kind.empty() || e.value("kind", std::string()) == kind)) picked.push_back(std::move(e));
+    end = start > 0 ? start - 1 : 0;
+  }
+  std::reverse(picked.begin(), picked.end());
+  return picked;
+}
+
+}  // namespace
+
 Json Service::op_audit(const Json& req) {
   auto s = find(req);
   if (!s) return error_reply(s.error());
-  size_t limit = std::clamp<int64_t>(req.value("limit", int64_t{100}), 1, 100000);
+  size_t limit = static_cast<size_t>(std::clamp<int64_t>(req.value("limit", int64_t{100}), 1, 100000));
   std::string kind = req.value("kind", std::string());
-  std::string path = launcher_->egress_audit_path(s->id);
-  // The newest events: read at most the last 16 MiB, newest last.
-  Json events = Json::array();
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (fd) {
-    struct stat st {};
-    ::fstat(fd.get(), &st);
-    off_t size = st.st_size, from = std::max<off_t>(0, size - (off_t{16} << 20));
-    std::string text(static_cast<size_t>(size - from), '\0');
-    ssize_t n = ::pread(fd.get(), text.data(), text.size(), from);
-    text.resize(n > 0 ? static_cast<size_t>(n) : 0);
-    if (from > 0) text.erase(0, text.find('\n') + 1);  // a partial first line
-    std::vector<Json> picked;
-    size_t end = text.size();
-    while (end > 0 && picked.size() < limit) {
-      size_t start = text.rfind('\n', end - 1);
-      start = start == std::string::npos ? 0 : start + 1;
-      Json e = Json::parse(text.substr(start, end - start), nullptr, false);
-      if (e.is_object() && (kind.empty() || e.value("kind", std::string()) == kind)) picked.push_back(std::move(e));
-      end = start > 0 ? start - 1 : 0;
-    }
-    for (auto it = picked.rbegin(); it != picked.rend(); ++it) events.push_back(std::move(*it));
+  std::string dir = sandbox::sandbox_dir(layout_, s->id) + "/audit";
+  // Egress verdicts (the enforcer) and commands (the exec audit), merged by time.
+  std::vector<Json> all;
+  if (kind != "exec") {
+    auto e = tail_events(dir + "/egress.jsonl", kind, limit);
+    all.insert(all.end(), std::make_move_iterator(e.begin()), std::make_move_iterator(e.end()));
   }
-  return Json{{"ok", true}, {"events", events}};
+  if (kind.empty() || kind == "exec") {
+    auto e = tail_events(dir + "/exec.jsonl", kind, limit);
+    all.insert(all.end(), std::make_move_iterator(e.begin()), std::make_move_iterator(e.end()));
+  }
+  std::stable_sort(all.begin(), all.end(), [](const Json& a, const Json& b) {
+    return a.value("ts", std::string()) < b.value("ts", std::string());
+  });
+  if (all.size() > limit) all.erase(all.begin(), all.end() - static_cast<long>(limit));
+  return Json{{"ok", true}, {"events", all}};
 }
 
 Service::SessionGuard::SessionGuard(Service& svc, std::string id) : svc_(svc), id_(std::move(id)) {
@@ -555,6 +660,7 @@ Json Service::op_shell(const Json& req, std::vector<UniqueFd>& fds, int conn) {
 
 Status Service::do_stop(const store::Sandbox& s, const std::string& reason) {
   KM_TRY(launcher_->stop(s.id));
+  unwatch_commands(s.id);
   KM_ASSIGN_OR_RETURN(bool moved, store_->transition(s.id, {State::kRunning, State::kPaused}, State::kStopped, reason));
   if (moved) event(s.id, "stopped", {{"reason", reason}});
   return ok();
@@ -595,6 +701,7 @@ Status Service::do_destroy(const store::Sandbox& s, const std::string& reason) {
   if (!moved) return ok();
   collect_artifacts(s);
   KM_TRY(launcher_->destroy(s.id));
+  unwatch_commands(s.id);
   (void)store_->transition(s.id, {State::kDestroying}, State::kDestroyed, reason);
   event(s.id, "destroyed", {{"reason", reason}});
   return ok();
@@ -759,6 +866,10 @@ Status Service::reconcile() {
           event(s.id, "failed", {{"reason", "init gone at kmd start"}});
         } else {
           supervise_enforcer(s.id);
+          // Its commands keep being recorded (the pinned program never stopped; this kmd
+          // needs to know whose they are).
+          auto v2 = sys::SandboxCgroup::of(launcher_->cgroups(), s.id).v2_path();
+          if (auto cgid = bpf::cgroup_id(v2); cgid && exec_audit_) (void)watch_commands(s.id, *cgid, uid_base_of(s.slot));
         }
         live.insert(s.id);
         break;

@@ -15,6 +15,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,7 @@
 
 #include "km/base/log.h"
 #include "km/base/unique_fd.h"
+#include "km/bpf/exec_audit.h"
 #include "km/daemon/config.h"
 #include "km/daemon/lifecycle.h"
 #include "km/sandbox/launcher.h"
@@ -45,6 +48,7 @@ class Service {
   void supervise_enforcer(const std::string& id);
 
   store::Store& store() { return *store_; }
+  ~Service();
 
  private:
   Service(Config c, std::shared_ptr<Clock> clock, log::Logger& log) : config_(std::move(c)), clock_(std::move(clock)), log_(log) {}
@@ -93,6 +97,21 @@ class Service {
 
   std::mutex sessions_mu_;
   std::map<std::string, int> sessions_;  // open exec/shell sessions per sandbox
+
+  // The exec audit: every command in every sandbox, from BPF, into <sandbox>/audit/exec.jsonl.
+  struct Audited {
+    std::string id;
+    uint32_t uid_base = 0;
+  };
+  Status watch_commands(const std::string& id, uint64_t cgroup_id, uint32_t uid_base);
+  void unwatch_commands(const std::string& id);
+  void record_commands();
+  std::unique_ptr<bpf::ExecAudit> exec_audit_;
+  std::optional<Error> exec_audit_error_;
+  std::mutex exec_mu_;
+  std::map<uint64_t, Audited> audited_;  // cgroup id -> sandbox
+  std::atomic<bool> stopping_{false};
+  std::thread exec_reader_;
 };
 
 nlohmann::json error_reply(const Error& e);

@@ -234,6 +234,11 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
   sys::SandboxCgroup cg = sys::SandboxCgroup::of(cgroups_, id);
   KM_TRY(cg.create(limits));
   KM_ASSIGN_OR_RETURN(UniqueFd cgfd, cg.open_v2());
+  if (config_.on_cgroup) {
+    struct stat cst {};
+    if (::fstat(cgfd.get(), &cst) != 0) return fail(Error::from_errno("stat the sandbox's cgroup"));
+    KM_TRY(config_.on_cgroup(id, static_cast<uint64_t>(cst.st_ino), base));
+  }
   KM_ASSIGN_OR_RETURN(UniqueFd listen, sys::listen_unix(ctl_path(id), 0600));
   KM_ASSIGN_OR_RETURN(auto pair, sys::seqpacket_pair());
   UniqueFd log(::open((sdir + "/init.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));

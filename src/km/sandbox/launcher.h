@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "km/base/result.h"
@@ -28,6 +29,9 @@ struct LauncherConfig {
   std::string enforcer_path;  // km-enforcer
   int setup_timeout_ms = 600000;  // includes initCommands
   std::string cgroup_name = "km";  // tests use their own, so they never touch a real kmd's
+  // Called with a sandbox's new (v2) cgroup id and uid base, before anything runs in it; an
+  // error fails the creation (kmd attaches the exec audit here).
+  std::function<Status(const std::string& id, uint64_t cgroup_id, uint32_t uid_base)> on_cgroup;
 };
 
 struct Started {
