@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -317,6 +318,97 @@ TEST_F(Egress, ALateClientHelloMustMatchToo) {
   EXPECT_FALSE(audited({{"kind", "connect"}, {"name", "evil.test"}, {"verdict", "deny"}}).empty());
 }
 
+// Sends raw bytes to allowed.test:<port> transparently from inside the sandbox (after
+// `delay` seconds of silence) and prints what came back, or "refused".
+static std::string raw_exchange(const std::string& payload_py, int port = 80, double delay = 0) {
+  return "python3 - <<'EOF'\n"
+         "import socket, time\n"
+         "s = socket.create_connection((socket.gethostbyname('allowed.test'), " + std::to_string(port) + "), 5)\n"
+         "time.sleep(" + std::to_string(delay) + ")\n"
+         "s.settimeout(3)\n"
+         "try:\n"
+         "    s.sendall(" + payload_py + ")\n"
+         "    data = s.recv(4096)\n"
+         "    print('answered' if data else 'refused')\n"
+         "except Exception as e:\n"
+         "    print('refused')\n"
+         "EOF";
+}
+
+TEST_F(Egress, RequestsTheStrictParserRefusesAreNotRelayed) {
+  // Each would be read as a request for evil.test by some lenient server behind allowed.test.
+  for (std::string payload : {"b'\\r\\n\\r\\nGET / HTTP/1.1\\r\\nHost: evil.test\\r\\n\\r\\n'",
+                              "b'GET / HTTP/1.1\\nHost: evil.test\\n\\n'",
+                              "b'get / HTTP/1.1\\r\\nHost: evil.test\\r\\n\\r\\n'",
+                              "b'GET / HTTP/1.1\\r\\nHost: allowed.test\\r\\nHost: evil.test\\r\\n\\r\\n'",
+                              "b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n'",
+                              "b'GET http://evil.test/x HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\n'",
+                              "b'GET / HTTP/1.1\\r\\nHost: allowed.test\\r\\nContent-Length: 39\\r\\n\\r\\nGET / HTTP/1.1\\r\\nHost: evil.test\\r\\n\\r\\n'",
+                              "b'POST / HTTP/1.1\\r\\nHost: allowed.test\\r\\nTransfer-Encoding: gzip, chunked\\r\\n\\r\\n0\\r\\n\\r\\n'",
+                              "b'GET / HTTP/1.1\\r\\nHost: allowed.test\\r\\nX: ' + b'a' * 40000 + b'\\r\\n\\r\\n'"}) {
+    auto r = sh(raw_exchange(payload));
+    EXPECT_EQ(r.out, "refused\n") << payload << dump(r);
+  }
+  // Late: silent past the server-first judgement, then a request without Host, then another.
+  auto late = sh(raw_exchange("b'GET /a HTTP/1.0\\r\\nConnection: keep-alive\\r\\n\\r\\nGET /b HTTP/1.1\\r\\nHost: evil.test\\r\\n\\r\\n'", 80, 0.8));
+  EXPECT_EQ(late.out, "refused\n") << dump(late);
+  for (const auto& h : world_->hits()) EXPECT_NE(h.host, "evil.test") << h.server << " " << h.path;
+  for (const auto& h : world_->hits()) EXPECT_NE(h.path, "/x");
+  EXPECT_GE(audited({{"kind", "connect"}, {"verdict", "deny"}}).size(), 10u);
+}
+
+TEST_F(Egress, EncryptedClientHelloIsRefused) {
+  // A ClientHello whose outer SNI is allowed.test and which carries an ECH extension (0xfe0d).
+  std::string hello =
+      "(lambda sni, ext: (lambda body: b'\\x16\\x03\\x01' + len(body).to_bytes(2, 'big') + body)("
+      "b'\\x01' + (lambda ch: len(ch).to_bytes(3, 'big') + ch)("
+      "b'\\x03\\x03' + b'\\x11' * 32 + b'\\x00' + b'\\x00\\x02\\x13\\x01' + b'\\x01\\x00' + len(ext).to_bytes(2, 'big') + ext)))"
+      "(b'allowed.test', (lambda n: b'\\x00\\x00' + (len(n) + 5).to_bytes(2, 'big') + (len(n) + 3).to_bytes(2, 'big') + b'\\x00' + "
+      "len(n).to_bytes(2, 'big') + n)(b'allowed.test') + b'\\xfe\\x0d\\x00\\x04\\x00\\x01\\x02\\x03')";
+  auto r = sh(raw_exchange(hello, 443));
+  EXPECT_EQ(r.out, "refused\n") << dump(r);
+  for (const auto& h : world_->hits()) EXPECT_NE(h.port, 443) << h.server;
+  bool ech = false;
+  for (const auto& e : audited({{"kind", "connect"}, {"verdict", "deny"}})) {
+    ech = ech || e.value("reason", std::string()).find("ECH") != std::string::npos;
+  }
+  EXPECT_TRUE(ech);
+}
+
+TEST_F(Egress, UrgentDataDoesNotSpinTheEnforcer) {
+  auto pidtext = km::read_file(root_ + "/run/sandboxes/" + id_ + "/enforcer.pid", 4096);
+  ASSERT_TRUE(pidtext);
+  std::string pid = pidtext->substr(0, pidtext->find(' '));
+  auto ticks = [&pid] {
+    auto stat = km::read_file("/proc/" + pid + "/stat", 8192).value_or("");
+    std::istringstream in(stat.substr(stat.rfind(')') + 2));
+    std::vector<std::string> f{std::istream_iterator<std::string>(in), {}};
+    return f.size() > 12 ? std::stol(f[11]) + std::stol(f[12]) : -1L;  // utime + stime
+  };
+  // A relayed connection that receives TCP urgent data, held open while the enforcer's CPU
+  // time is read.
+  auto r = sh("python3 - <<'EOF'\n"
+              "import socket, time, sys\n"
+              "s = socket.create_connection((socket.gethostbyname('allowed.test'), 7), 5)\n"
+              "s.sendall(b'SSH-2.0-x\\r\\n'); time.sleep(0.3)\n"
+              "s.send(b'!', socket.MSG_OOB); s.sendall(b'after\\n')\n"
+              "print('sent', flush=True); time.sleep(2); s.close()\n"
+              "EOF",
+              false);
+  (void)r;
+  long before = ticks();
+  auto hold = sh("python3 - <<'EOF'\n"
+                 "import socket, time\n"
+                 "s = socket.create_connection((socket.gethostbyname('allowed.test'), 7), 5)\n"
+                 "s.sendall(b'SSH-2.0-x\\r\\n'); time.sleep(0.3)\n"
+                 "s.send(b'!', socket.MSG_OOB); s.sendall(b'after\\n'); time.sleep(1.5)\n"
+                 "EOF");
+  long after = ticks();
+  ASSERT_GE(before, 0);
+  // A spinning relay would burn about 150 ticks (1.5 s of one core at 100 Hz) meanwhile.
+  EXPECT_LT(after - before, 40) << "enforcer CPU ticks while holding a connection with urgent data";
+}
+
 TEST_F(Egress, SniOfAnAllowedNameToADeniedAddressFails) {
   auto r = sh("curl -sS -m 5 --noproxy '*' -k --resolve allowed.test:443:203.0.113.10 https://allowed.test/");
   EXPECT_NE(r.status, 0) << dump(r);
@@ -568,7 +660,8 @@ TEST(EgressUpstream, EnforcerDialsThroughTheConfiguredProxy) {
   auto t = km({"exec", id, "--", "curl", "-sS", "-m", "10", "--noproxy", "*", "--cacert", "/workspace/ca.pem", "https://allowed.test/transparent"});
   EXPECT_EQ(t.status, 0) << t.out << t.err;
   auto log = km::read_file(root + "/connects.log", 1 << 20).value_or("");
-  EXPECT_NE(log.find("allowed.test:443"), std::string::npos) << log;
+  // The enforcer names the address it checked, so the corporate proxy cannot resolve elsewhere.
+  EXPECT_NE(log.find("198.51.100.10:443"), std::string::npos) << log;
   // Policy still applies before the corporate proxy is asked.
   auto denied = km({"exec", id, "--", "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://evil.test/"});
   EXPECT_EQ(denied.out, "403");

@@ -9,6 +9,29 @@
 namespace km::enforcer {
 
 void AuditLog::emit(std::string_view kind, nlohmann::json fields) {
+  if (rate_ > 0) {
+    auto now = std::chrono::steady_clock::now();
+    auto it = buckets_.find(kind);
+    if (it == buckets_.end()) it = buckets_.emplace(std::string(kind), Bucket{rate_ * 10, now, 0}).first;
+    Bucket& b = it->second;
+    b.tokens = std::min(rate_ * 10, b.tokens + rate_ * std::chrono::duration<double>(now - b.last).count());
+    b.last = now;
+    if (b.tokens < 1) {
+      ++b.suppressed;
+      ++suppressed_total_;
+      return;
+    }
+    b.tokens -= 1;
+    if (b.suppressed > 0) {
+      uint64_t n = b.suppressed;
+      b.suppressed = 0;
+      append("suppressed", {{"of", std::string(kind)}, {"count", n}, {"reason", "more events of this kind than the audit takes per second"}});
+    }
+  }
+  append(kind, std::move(fields));
+}
+
+void AuditLog::append(std::string_view kind, nlohmann::json fields) {
   // ts, sandbox and kind first, then the fields: one line, one write.
   std::string text;
   text.reserve(256);

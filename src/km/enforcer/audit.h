@@ -11,7 +11,9 @@
 // Thread-safety: single-threaded (the enforcer's event loop).
 #pragma once
 
+#include <chrono>
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -31,6 +33,11 @@ class AuditLog {
   // batch). Without it, every line is written at once.
   void set_deferred(std::function<void(std::function<void()>)> post) { post_ = std::move(post); }
   void flush();
+  // At most `per_second` events of each kind (bursts up to ten times that); the rest are
+  // counted and reported as one {"kind":"suppressed","of":kind,"count":N} line when that kind
+  // is written again. A sandbox cannot fill the disk with denied queries.
+  void set_rate_limit(double per_second) { rate_ = per_second; }
+  uint64_t suppressed() const { return suppressed_total_; }
   uint64_t write_errors() const { return write_errors_; }
   uint64_t events() const { return events_; }
 
@@ -42,6 +49,15 @@ class AuditLog {
   std::function<void(std::function<void()>)> post_;
   std::string pending_;
   bool flush_scheduled_ = false;
+  struct Bucket {
+    double tokens = 0;
+    std::chrono::steady_clock::time_point last{};
+    uint64_t suppressed = 0;
+  };
+  double rate_ = 0;  // 0: unlimited
+  std::map<std::string, Bucket, std::less<>> buckets_;
+  uint64_t suppressed_total_ = 0;
+  void append(std::string_view kind, nlohmann::json fields);
 };
 
 }  // namespace km::enforcer

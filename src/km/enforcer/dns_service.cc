@@ -98,6 +98,7 @@ struct DnsService::Exchange {
   std::array<uint8_t, 2> out_len{};
   std::vector<uint8_t> answer;
   bool done = false;
+  uint32_t uses = 0;  // queries its UDP socket has carried
   unsigned gen = 0;  // bumped per attempt: handlers of an abandoned attempt see a stale value
   std::string last_error;
 };
@@ -158,11 +159,11 @@ void DnsService::accept_tcp() {
       });
       return;
     }
-    if (tcp_clients_ < kMaxTcpClients) {
-      ++tcp_clients_;
+    if (*tcp_clients_ < kMaxTcpClients) {
+      ++*tcp_clients_;
       std::make_shared<TcpClient>(std::move(s), [this](std::span<const uint8_t> q, std::function<void(std::vector<uint8_t>)> reply) {
         handle_query(q, std::move(reply), true);
-      }, [this] { --tcp_clients_; })->start();
+      }, [count = tcp_clients_] { --*count; })->start();
     }
     accept_tcp();
   });
@@ -299,10 +300,12 @@ void DnsService::try_udp(std::shared_ptr<Exchange> ex) {
   if (!pool.empty()) {
     // A socket connected to this server by an earlier query: its answers were all consumed, and
     // anything late carries another ID and is ignored.
-    ex->usock = std::move(pool.back());
+    ex->usock = std::move(pool.back().sock);
+    ex->uses = pool.back().uses;
     pool.pop_back();
   } else {
     ex->usock = std::make_unique<udp::socket>(io_);
+    ex->uses = 0;
     ex->usock->open(server.protocol(), ec);
     if (!ec) ex->usock->connect(server, ec);  // a connected socket only hears from `server`
   }
@@ -376,8 +379,8 @@ void DnsService::finish(std::shared_ptr<Exchange> ex, Result<std::vector<uint8_t
   --in_flight_;
   std::error_code ignored;
   if (ex->timer) ex->timer->cancel();
-  if (ex->usock && r && udp_pool_[ex->server].size() < kUdpPoolPerServer) {
-    udp_pool_[ex->server].push_back(std::move(ex->usock));
+  if (ex->usock && r && ex->uses + 1 < kUdpSocketUses && udp_pool_[ex->server].size() < kUdpPoolPerServer) {
+    udp_pool_[ex->server].push_back(Pooled{std::move(ex->usock), ex->uses + 1});
   } else if (ex->usock) {
     ex->usock->close(ignored);
   }

@@ -30,8 +30,10 @@ class DnsService {
   static constexpr size_t kMaxInFlight = 2048;
   static constexpr size_t kMaxTcpClients = 256;
   // Idle upstream UDP sockets kept per server (each carries one query at a time, with a random
-  // ID; reusing them saves a socket, connect and close per query).
+  // ID; reusing them saves a socket, connect and close per query). Each is retired after
+  // kUdpSocketUses queries, so source ports keep changing (off-path spoofing must guess them).
   static constexpr size_t kUdpPoolPerServer = 64;
+  static constexpr uint32_t kUdpSocketUses = 32;
 
   DnsService(asio::io_context& io, const proxy::EgressPolicy& policy, proxy::AddressBook& book, AuditLog& audit,
              std::vector<asio::ip::udp::endpoint> upstreams, log::Logger& log);
@@ -80,8 +82,13 @@ class DnsService {
   asio::ip::udp::endpoint from_;
   std::array<uint8_t, 4096> udp_buf_{};
   asio::steady_timer backoff_;
-  size_t tcp_clients_ = 0;
-  std::vector<std::vector<std::unique_ptr<asio::ip::udp::socket>>> udp_pool_;
+  // Outlives the service: clients still queued in the event loop at shutdown end after it.
+  std::shared_ptr<size_t> tcp_clients_ = std::make_shared<size_t>(0);
+  struct Pooled {
+    std::unique_ptr<asio::ip::udp::socket> sock;
+    uint32_t uses = 0;
+  };
+  std::vector<std::vector<Pooled>> udp_pool_;
   std::array<uint8_t, 512> random_{};
   size_t random_pos_ = 512;
   uint64_t queries_ = 0;

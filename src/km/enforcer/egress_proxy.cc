@@ -28,7 +28,8 @@ constexpr auto kHeadTimeout = 30s;
 constexpr auto kSniffTimeout = 300ms;
 constexpr auto kConnectTimeout = 10s;
 constexpr size_t kRelayBuffer = 64 * 1024;
-constexpr size_t kMaxPeek = 64 * 1024;
+// Bytes a connection may send before its destination is known (a ClientHello, a request head).
+constexpr size_t kMaxPeek = 32 * 1024;
 
 std::optional<std::pair<IpAddress, uint16_t>> original_destination(int fd) {
   sockaddr_in sa{};
@@ -133,6 +134,23 @@ class RequestStream {
       KM_ASSIGN_OR_RETURN(auto uri, http::parse_absolute_uri(head.target));
       if (uri.scheme != "http" && uri.scheme != "ws") return fail(ErrorCode::kPermissionDenied, "scheme " + uri.scheme);
       host = uri.authority.host;
+    } else if (head.target != "*" && (head.target.empty() || head.target[0] != '/')) {
+      // A server routes by an absolute target's authority, whatever Host says (RFC 9112 3.2.2).
+      auto uri = http::parse_absolute_uri(head.target);
+      if (!uri) return fail(ErrorCode::kPermissionDenied, "request target is neither a path nor an absolute URI");
+      host = uri->authority.host;
+    }
+    // Framing a server might read differently: bodies where none belong, codings besides
+    // exactly "chunked".
+    if (auto te = head.header("transfer-encoding"); te && !iequals(*te, "chunked")) {
+      return fail(ErrorCode::kPermissionDenied, "Transfer-Encoding other than chunked");
+    }
+    if ((head.method == "GET" || head.method == "HEAD" || head.method == "OPTIONS" || head.method == "TRACE") &&
+        (head.count("content-length") > 0 || head.count("transfer-encoding") > 0)) {
+      auto cl = head.header("content-length");
+      if (!cl || *cl != "0" || head.count("transfer-encoding") > 0) {
+        return fail(ErrorCode::kPermissionDenied, head.method + " request with a body");
+      }
     }
     if (head.count("host") > 1) return fail(ErrorCode::kPermissionDenied, "several Host headers");
     if (auto h = head.header("host")) {
@@ -172,10 +190,10 @@ class RequestStream {
 
 class EgressProxy::Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(EgressProxy& p, tcp::socket s) : p_(p), client_(std::move(s)), upstream_(p.io_), timer_(p.io_) {}
+  Session(EgressProxy& p, tcp::socket s) : p_(p), live_(p.live_), client_(std::move(s)), upstream_(p.io_), timer_(p.io_) {}
 
   void start() {
-    ++p_.sessions_;
+    ++*live_;
     std::error_code ec;
     auto local = client_.local_endpoint(ec);
     auto orig = original_destination(client_.native_handle());
@@ -193,7 +211,9 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
     }
   }
 
-  ~Session() { --p_.sessions_; }
+  // The counter outlives the proxy: sessions still queued in the event loop at shutdown are
+  // destroyed after it.
+  ~Session() { --*live_; }
 
  private:
   // Reads what the client sends next into in_ (or notes the timeout), then calls `then`.
@@ -203,10 +223,17 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
       eof_ = true;
       return then();
     }
+    // One deadline for everything before the destination is known, however the client trickles.
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now());
+    if (left.count() <= 0) {
+      timed_out_ = true;
+      return then();
+    }
     timed_out_ = false;
-    timer_.expires_after(timeout);
-    timer_.async_wait([self = shared_from_this()](std::error_code ec) {
-      if (!ec) {
+    timer_.expires_after(std::min(timeout, left));
+    unsigned gen = ++timer_gen_;
+    timer_.async_wait([self = shared_from_this(), gen](std::error_code ec) {
+      if (!ec && gen == self->timer_gen_) {
         self->timed_out_ = true;
         std::error_code ignored;
         self->client_.cancel(ignored);
@@ -326,6 +353,73 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
     reply_and_close(json_403(name_.empty() ? addr_.to_string() : name_, port_, last));
   }
 
+  // What the client's first bytes are. Anything a lenient server would read as HTTP must parse
+  // strictly, or it is refused (never relayed as opaque bytes); ECH is refused because the
+  // outer SNI would not be the destination.
+  enum class Kind { kMore, kBad, kTls, kHttp, kOther };
+  struct Sniffed {
+    Kind kind = Kind::kOther;
+    std::string reason;        // kBad
+    std::string sni;           // kTls
+    http::RequestHead head;    // kHttp
+  };
+  Sniffed sniff(bool can_read_more) const {
+    Sniffed out;
+    bool more = can_read_more && in_.size() < kMaxPeek;
+    auto first = static_cast<uint8_t>(in_[0]);
+    if (tls::looks_like_tls(first)) {
+      auto hello = tls::parse_client_hello(std::span(reinterpret_cast<const uint8_t*>(in_.data()), in_.size()));
+      if (hello && !*hello) {
+        out.kind = more ? Kind::kMore : Kind::kBad;
+        out.reason = "incomplete TLS ClientHello";
+      } else if (!hello) {
+        out.kind = Kind::kBad;
+        out.reason = "malformed TLS ClientHello";
+      } else if ((*hello)->has_ech) {
+        out.kind = Kind::kBad;
+        out.reason = "encrypted ClientHello (ECH) hides the destination from the policy";
+      } else {
+        out.kind = Kind::kTls;
+        out.sni = (*hello)->sni;
+      }
+      return out;
+    }
+    switch (http::sniff_http(in_)) {
+      case http::HttpSniff::kNotHttp:
+        out.kind = Kind::kOther;
+        return out;
+      case http::HttpSniff::kNeedMore:
+        out.kind = more ? Kind::kMore : Kind::kBad;
+        out.reason = "incomplete request line";
+        return out;
+      case http::HttpSniff::kHttp:
+        break;
+    }
+    auto head = http::parse_request_head(in_, kMaxPeek);
+    if (!head) {
+      out.kind = Kind::kBad;
+      out.reason = "an HTTP request km cannot parse strictly: " + head.error().message();
+    } else if (!*head) {
+      out.kind = more ? Kind::kMore : Kind::kBad;
+      out.reason = "incomplete HTTP request head";
+    } else {
+      out.kind = Kind::kHttp;
+      out.head = std::move(**head);
+    }
+    return out;
+  }
+
+  // The Host of a request that must carry exactly one.
+  Result<http::Authority> host_of(const http::RequestHead& h) const {
+    auto host = h.header("host");
+    if (h.count("host") != 1 || !host) return fail(ErrorCode::kPermissionDenied, "HTTP request without exactly one Host header");
+    auto a = http::parse_authority(*host, port_);
+    if (!a) return fail(ErrorCode::kPermissionDenied, "bad Host header: " + a.error().message());
+    return *a;
+  }
+
+  bool can_read_more() const { return !eof_ && Clock::now() < deadline_; }
+
   // Inside an allowed CONNECT: SNI or Host must name the CONNECT host.
   void tunnel_inspect() {
     if (in_.empty()) {
@@ -334,34 +428,33 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
       late_check_ = true;        // but if the client speaks later, its SNI/Host still must match
       return start_relay();
     }
-    auto first = static_cast<uint8_t>(in_[0]);
-    std::string inner;
-    if (tls::looks_like_tls(first)) {
-      auto hello = tls::parse_client_hello(std::span(reinterpret_cast<const uint8_t*>(in_.data()), in_.size()));
-      if (hello && !*hello && !eof_ && in_.size() < kMaxPeek) {
+    std::string expected = name_.empty() ? addr_.to_string() : name_;
+    Sniffed sn = sniff(can_read_more());
+    switch (sn.kind) {
+      case Kind::kMore:
         return read_more(kHeadTimeout, [self = shared_from_this()] { self->tunnel_inspect(); });
-      }
-      if (!hello || !*hello) return deny_tunnel("malformed TLS ClientHello");
-      proto_ = "tls";
-      inner = (*hello)->sni;
-    } else if (first >= 'A' && first <= 'Z') {
-      auto head = http::parse_request_head(in_);
-      if (head && !*head && !eof_ && in_.size() < kMaxPeek) {
-        return read_more(kHeadTimeout, [self = shared_from_this()] { self->tunnel_inspect(); });
-      }
-      if (head && *head) {
+      case Kind::kBad:
+        return deny_tunnel(sn.reason);
+      case Kind::kTls:
+        proto_ = "tls";
+        if (!sn.sni.empty() && sn.sni != expected) {
+          if (!name_.empty() || !p_.policy_.check_host(sn.sni, port_).allowed || !p_.book_.resolved_to(sn.sni, addr_, now())) {
+            return deny_tunnel("TLS SNI " + sn.sni + " does not match the CONNECT host");
+          }
+        }
+        break;
+      case Kind::kHttp: {
         proto_ = "http";
         if (p_.policy_.https_only()) return deny_tunnel("plain HTTP is not allowed by the sandbox's policy", "httpsOnly");
-        stream_ = std::make_unique<RequestStream>(name_.empty() ? addr_.to_string() : name_, false, false);
-        if (auto s = stream_->process(in_, first_out_); !s) return deny_tunnel(s.error().message());
-      } else {
+        auto a = host_of(sn.head);
+        if (!a) return deny_tunnel(a.error().message());
+        stream_ = std::make_unique<RequestStream>(expected, false, false);
+        if (auto st = stream_->process(in_, first_out_); !st) return deny_tunnel(st.error().message());
+        break;
+      }
+      case Kind::kOther:
         proto_ = "tcp";
-      }
-    }
-    if (!inner.empty() && inner != (name_.empty() ? addr_.to_string() : name_)) {
-      if (!name_.empty() || !p_.policy_.check_host(inner, port_).allowed || !p_.book_.resolved_to(inner, addr_, now())) {
-        return deny_tunnel("TLS SNI " + inner + " does not match the CONNECT host");
-      }
+        break;
     }
     audit(name_, decision_);
     start_relay();
@@ -382,35 +475,23 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
       late_check_ = true;  // judged by address now; a late ClientHello or request is checked too
       return transparent_decide();
     }
-    auto first = static_cast<uint8_t>(in_[0]);
-    if (tls::looks_like_tls(first)) {
-      auto hello = tls::parse_client_hello(std::span(reinterpret_cast<const uint8_t*>(in_.data()), in_.size()));
-      if (hello && !*hello && !eof_ && in_.size() < kMaxPeek) {
+    Sniffed sn = sniff(can_read_more());
+    switch (sn.kind) {
+      case Kind::kMore:
         return read_more(kHeadTimeout, [self = shared_from_this()] { self->transparent_sniff(); });
-      }
-      proto_ = "tls";
-      if (!hello || !*hello) {
-        audit("", Decision{false, "default deny", "malformed TLS ClientHello", ""});
+      case Kind::kBad:
+        proto_ = tls::looks_like_tls(static_cast<uint8_t>(in_[0])) ? "tls" : "http";
+        audit("", Decision{false, "default deny", sn.reason, ""});
         return reset();
-      }
-      name_ = (*hello)->sni;
-      return transparent_decide();
-    }
-    if (first >= 'A' && first <= 'Z') {
-      auto head = http::parse_request_head(in_);
-      if (head && !*head && !eof_ && in_.size() < kMaxPeek) {
-        return read_more(kHeadTimeout, [self = shared_from_this()] { self->transparent_sniff(); });
-      }
-      if (head && *head) {
+      case Kind::kTls:
+        proto_ = "tls";
+        name_ = sn.sni;
+        return transparent_decide();
+      case Kind::kHttp: {
         proto_ = "http";
-        auto host = (*head)->header("host");
-        if ((*head)->count("host") != 1 || !host) {
-          audit("", Decision{false, "default deny", "HTTP request without exactly one Host header", ""});
-          return reset();
-        }
-        auto a = http::parse_authority(*host, port_);
+        auto a = host_of(sn.head);
         if (!a) {
-          audit("", Decision{false, "default deny", "bad Host header: " + a.error().message(), ""});
+          audit("", Decision{false, "default deny", a.error().message(), ""});
           return reset();
         }
         if (!a->ip_literal) name_ = a->host;
@@ -419,12 +500,14 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
           return reset();
         }
         stream_ = std::make_unique<RequestStream>(a->host, false, false);
-        if (auto s = stream_->process(in_, first_out_); !s) {
-          audit(name_, Decision{false, "default deny", s.error().message(), ""});
+        if (auto st = stream_->process(in_, first_out_); !st) {
+          audit(name_, Decision{false, "default deny", st.error().message(), ""});
           return reset();
         }
         return transparent_decide();
       }
+      case Kind::kOther:
+        break;
     }
     proto_ = "tcp";
     transparent_decide();
@@ -488,8 +571,10 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
           self->timer_.cancel();
           return done(ec);
         }
-        std::string target = self->name_.empty() ? endpoint_of(self->addr_, self->port_).address().to_string() : self->name_;
-        if (self->addr_.family == AF_INET6 && self->name_.empty()) target = "[" + target + "]";
+        // The address the policy checked, never the name: the corporate proxy would resolve the
+        // name again, and might get an address km never allowed.
+        std::string target = endpoint_of(self->addr_, self->port_).address().to_string();
+        if (self->addr_.family == AF_INET6) target = "[" + target + "]";
         target += ":" + std::to_string(self->port_);
         self->scratch_ = "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n";
         asio::async_write(self->upstream_, asio::buffer(self->scratch_), [self, done](std::error_code wec, size_t) {
@@ -583,7 +668,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
       if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return false;
       r = fds[0];
       w = fds[1];
-      (void)::fcntl(w, F_SETPIPE_SZ, 1 << 20);
+      (void)::fcntl(w, F_SETPIPE_SZ, 256 << 10);
       return true;
     }
   };
@@ -618,7 +703,13 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
         return self->half_closed(upward);
       }
       if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR) return self->splice_pump(upward);
+        if (errno == EINTR) return self->splice_pump(upward);
+        if (errno == EAGAIN) {
+          // Readable, yet nothing to splice: urgent (out-of-band) data stops splice at its mark
+          // for good. The copying relay reads past it; spinning here would burn a core.
+          self->splice_failed_ = true;
+          return upward ? self->pump_client_to_upstream() : self->pump_upstream_to_client();
+        }
         return self->close();
       }
       p.buffered += static_cast<size_t>(n);
@@ -731,37 +822,36 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
   // name (server-speaks-first, or a silent CONNECT tunnel): a TLS SNI or an HTTP Host it sends
   // now must name what the connection was allowed for, or the connection is cut.
   Late late_inspect() {
-    auto first = static_cast<uint8_t>(in_[0]);
+    Sniffed sn = sniff(true);
     std::string claimed;
-    if (tls::looks_like_tls(first)) {
-      auto hello = tls::parse_client_hello(std::span(reinterpret_cast<const uint8_t*>(in_.data()), in_.size()));
-      if (hello && !*hello && in_.size() < kMaxPeek) return Late::kMore;
-      if (!hello || !*hello) {
-        audit(name_, Decision{false, "default deny", "malformed TLS ClientHello", ""});
+    switch (sn.kind) {
+      case Kind::kMore:
+        return Late::kMore;
+      case Kind::kBad:
+        audit(name_, Decision{false, "default deny", sn.reason, ""});
         return Late::kDeny;
-      }
-      proto_ = "tls";
-      claimed = (*hello)->sni;
-    } else if (first >= 'A' && first <= 'Z') {
-      auto head = http::parse_request_head(in_);
-      if (head && !*head && in_.size() < kMaxPeek) return Late::kMore;
-      if (head && *head) {
+      case Kind::kTls:
+        proto_ = "tls";
+        claimed = sn.sni;
+        break;
+      case Kind::kHttp: {
         proto_ = "http";
         if (p_.policy_.https_only()) {
           audit(name_, Decision{false, "httpsOnly", "plain HTTP is not allowed by the sandbox's policy", "use https://"});
           return Late::kDeny;
         }
-        auto host = (*head)->header("host");
-        if (host) {
-          auto a = http::parse_authority(*host, port_);
-          if (!a) {
-            audit(name_, Decision{false, "default deny", "bad Host header", ""});
-            return Late::kDeny;
-          }
-          claimed = a->host;
-          stream_ = std::make_unique<RequestStream>(a->host, false, false);
+        auto a = host_of(sn.head);
+        if (!a) {
+          audit(name_, Decision{false, "default deny", a.error().message(), ""});
+          return Late::kDeny;
         }
+        claimed = a->host;
+        // Every request on the connection is checked from here on.
+        stream_ = std::make_unique<RequestStream>(name_.empty() ? claimed : name_, false, false);
+        break;
       }
+      case Kind::kOther:
+        return Late::kOk;
     }
     if (claimed.empty()) return Late::kOk;
     bool ok = name_.empty() ? (p_.policy_.check_host(claimed, port_).allowed && p_.book_.resolved_to(claimed, addr_, now())) ||
@@ -837,6 +927,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
   }
 
   EgressProxy& p_;
+  std::shared_ptr<size_t> live_;
   tcp::socket client_;
   tcp::socket upstream_;
   asio::steady_timer timer_;
@@ -848,6 +939,9 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
   Decision decision_;
   bool connect_tunnel_ = false;
   bool late_check_ = false;
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point deadline_ = Clock::now() + kHeadTimeout;
+  unsigned timer_gen_ = 0;  // a timer completion already queued when re-armed is ignored
   bool timed_out_ = false;
   bool eof_ = false;
   bool closed_ = false;
@@ -903,7 +997,7 @@ void EgressProxy::accept() {
       });
       return;
     }
-    if (sessions_ >= kMaxSessions) {
+    if (*live_ >= kMaxSessions) {
       audit_.emit("connect", {{"verdict", "deny"}, {"rule", "limit"}, {"reason", "too many open connections (" + std::to_string(kMaxSessions) + ")"}});
       std::error_code ignored;
       s.set_option(asio::socket_base::linger(true, 0), ignored);

@@ -42,8 +42,8 @@ class EgressProxy {
   // Starts accepting on an inherited listening socket.
   Status serve(int listen_fd);
 
-  size_t sessions() const { return sessions_; }
-  static constexpr size_t kMaxSessions = 4096;
+  size_t sessions() const { return *live_; }
+  static constexpr size_t kMaxSessions = 1024;
 
  private:
   class Session;
@@ -61,7 +61,7 @@ class EgressProxy {
   std::optional<asio::ip::tcp::endpoint> upstream_proxy_;
   std::optional<asio::ip::address> link_address_;
   asio::steady_timer backoff_;
-  size_t sessions_ = 0;
+  std::shared_ptr<size_t> live_ = std::make_shared<size_t>(0);  // open sessions
 };
 
 }  // namespace km::enforcer

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -49,6 +51,7 @@ Status run(const Config& config) {
   }
   asio::io_context io(1);
   audit.set_deferred([&io](std::function<void()> f) { asio::post(io, std::move(f)); });
+  audit.set_rate_limit(500);
   DnsService dns(io, policy, book, audit, upstreams, log);
   EgressProxy proxy(io, config, policy, book, dns, audit, log);
   KM_TRY(dns.serve(kDnsUdpFd, kDnsTcpFd));
@@ -86,12 +89,34 @@ Status run(const Config& config) {
   signals.async_wait([&](std::error_code, int) { io.stop(); });
   std::signal(SIGPIPE, SIG_IGN);
 
+  // The host's own addresses (it dials from the host's namespace) are refreshed with the
+  // address book's eviction, every few seconds.
+  auto refresh_host = [&policy] {
+    std::vector<proxy::IpAddress> mine;
+    ifaddrs* list = nullptr;
+    if (::getifaddrs(&list) == 0) {
+      for (ifaddrs* i = list; i; i = i->ifa_next) {
+        if (!i->ifa_addr) continue;
+        if (i->ifa_addr->sa_family == AF_INET) {
+          auto* in = reinterpret_cast<sockaddr_in*>(i->ifa_addr);
+          mine.push_back(proxy::IpAddress::from_bytes(reinterpret_cast<const uint8_t*>(&in->sin_addr), 4));
+        } else if (i->ifa_addr->sa_family == AF_INET6) {
+          auto* in6 = reinterpret_cast<sockaddr_in6*>(i->ifa_addr);
+          mine.push_back(proxy::IpAddress::from_bytes(in6->sin6_addr.s6_addr, 16));
+        }
+      }
+      ::freeifaddrs(list);
+    }
+    policy.set_host_addresses(std::move(mine));
+  };
+  refresh_host();
   asio::steady_timer evict(io);
   std::function<void()> arm = [&] {
-    evict.expires_after(std::chrono::seconds(10));
+    evict.expires_after(std::chrono::seconds(5));
     evict.async_wait([&](std::error_code ec) {
       if (ec) return;
       book.evict_expired(proxy::AddressBook::Clock::now());
+      refresh_host();
       arm();
     });
   };

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fcntl.h>
 #include <functional>
 
 namespace km::enforcer {
@@ -122,6 +123,30 @@ TEST(AuditLog, DeferredLinesAreWrittenTogetherAfterTheBatch) {
   ::close(p[0]);
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 3);
   EXPECT_NE(out.find("\"n\":3"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace km::enforcer
+
+namespace km::enforcer {
+namespace {
+
+TEST(AuditLog, FloodsAreCountedNotWritten) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  ::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+  AuditLog log("sb-1", p[1]);
+  log.set_rate_limit(10);  // bursts of 100
+  for (int i = 0; i < 1000; ++i) log.emit("dns", {{"n", i}});
+  log.emit("connect", {{"n", 0}});  // other kinds have their own budget
+  EXPECT_GE(log.suppressed(), 890u);
+  EXPECT_LE(log.events(), 110u);
+  ::close(p[1]);
+  std::string out(1 << 20, '\0');
+  out.resize(static_cast<size_t>(::read(p[0], out.data(), out.size())));
+  ::close(p[0]);
+  EXPECT_NE(out.find("\"kind\":\"connect\""), std::string::npos);
+  EXPECT_LE(std::count(out.begin(), out.end(), '\n'), 110);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "km/base/strings.h"
@@ -205,6 +206,12 @@ Decision EgressPolicy::check_cidr(const IpAddress& raw, uint16_t port) const {
 
 Decision EgressPolicy::check_dial(const IpAddress& raw, uint16_t port) const {
   IpAddress addr = raw.unmapped();
+  if (std::find(host_.begin(), host_.end(), addr) != host_.end()) {
+    if (auto c = check_cidr(addr, port); c.allowed) return c;
+    return deny("address " + addr.to_string() + " belongs to the host the enforcer runs on",
+                "add \"" + addr.to_string() + "/" + (addr.family == AF_INET ? "32" : "128") + ":" + std::to_string(port) +
+                    "\" to " + std::string(kNetworkPath) + "allowedCIDRs");
+  }
   auto kind = special_range(addr);
   if (!kind) return Decision{true, "", "", ""};
   if (auto c = check_cidr(addr, port); c.allowed) return c;

@@ -77,6 +77,10 @@ class EgressPolicy {
   // ranges (a CIDR rule or allowPrivateRanges lifts them as described above).
   Decision check_dial(const IpAddress& addr, uint16_t port) const;
 
+  // The addresses of the host the enforcer dials from: reaching them is reaching the host's own
+  // services, so, like loopback, they need an explicit allowedCIDRs entry.
+  void set_host_addresses(std::vector<IpAddress> addrs) { host_ = std::move(addrs); }
+
   bool https_only() const { return https_only_; }
   bool allow_private_ranges() const { return allow_private_; }
   bool allows_any_egress() const { return !suffixes_.empty() || !hosts_.empty() || !cidrs_.empty(); }
@@ -94,6 +98,7 @@ class EgressPolicy {
   std::vector<Cidr> cidrs_;
   bool allow_private_ = false;
   bool https_only_ = false;
+  std::vector<IpAddress> host_;
 };
 
 // Name → address bindings learned from answers the DNS filter let through. A binding lives for

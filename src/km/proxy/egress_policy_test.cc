@@ -84,6 +84,20 @@ TEST(EgressPolicy, SpecialRangesAreDeniedUnlessNamed) {
   EXPECT_FALSE(named.check_dial(ip("169.254.169.254"), 81).allowed);
 }
 
+TEST(EgressPolicy, TheHostsOwnAddressesNeedAnExplicitCidr) {
+  auto p = make({.dns_suffixes = {"*"}, .allow_private_ranges = true});
+  p.set_host_addresses({ip("198.51.100.1"), ip("10.0.0.5")});
+  EXPECT_FALSE(p.check_dial(ip("198.51.100.1"), 22).allowed);
+  EXPECT_FALSE(p.check_dial(ip("::ffff:198.51.100.1"), 22).allowed);
+  EXPECT_FALSE(p.check_dial(ip("10.0.0.5"), 80).allowed);  // even with allowPrivateRanges
+  EXPECT_TRUE(p.check_dial(ip("10.0.0.6"), 80).allowed);
+  EXPECT_TRUE(p.check_dial(ip("198.51.100.2"), 22).allowed);
+  auto named = make({.cidrs = {"198.51.100.1/32:8080"}});
+  named.set_host_addresses({ip("198.51.100.1")});
+  EXPECT_TRUE(named.check_dial(ip("198.51.100.1"), 8080).allowed);
+  EXPECT_FALSE(named.check_dial(ip("198.51.100.1"), 8081).allowed);
+}
+
 TEST(AddressBook, BindsWithFloorAndEvicts) {
   AddressBook book(std::chrono::seconds(60), 100);
   auto t0 = AddressBook::Clock::time_point{};

@@ -4,6 +4,9 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cctype>
+#include <string>
+#include <vector>
 
 #include "km/base/strings.h"
 #include "km/policy/egress_rules.h"
@@ -470,6 +473,48 @@ Status ChunkedScanner::step(char c) {
   }
   KM_CHECK(false && "ChunkedScanner::step in a state that consumes no single bytes");
   return ok();
+}
+
+HttpSniff sniff_http(std::string_view buf, size_t max_line) {
+  size_t i = 0;
+  while (i < buf.size() && (buf[i] == '\r' || buf[i] == '\n' || buf[i] == ' ' || buf[i] == '\t')) ++i;
+  if (i == buf.size()) return buf.size() >= max_line ? HttpSniff::kHttp : HttpSniff::kNeedMore;
+  auto is_tchar = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+  };
+  if (!is_tchar(buf[i])) return HttpSniff::kNotHttp;
+  size_t eol = buf.find_first_of("\r\n", i);
+  std::string_view line = buf.substr(i, eol == std::string_view::npos ? std::string_view::npos : eol - i);
+  // The words of the first line, as far as it has arrived.
+  std::vector<std::string_view> words;
+  size_t p = 0;
+  while (p < line.size()) {
+    while (p < line.size() && (line[p] == ' ' || line[p] == '\t')) ++p;
+    size_t q = p;
+    while (q < line.size() && line[q] != ' ' && line[q] != '\t') ++q;
+    if (q > p) words.push_back(line.substr(p, q - p));
+    p = q;
+  }
+  auto upper = [](std::string_view w) {
+    std::string u(w);
+    for (char& c : u) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return u;
+  };
+  static const char* kMethods[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "PRI"};
+  if (!words.empty()) {
+    bool method_done = words.size() > 1 || (!line.empty() && (line.back() == ' ' || line.back() == '\t'));
+    std::string m = upper(words[0]);
+    for (const char* k : kMethods) {
+      if (method_done && m == k) return HttpSniff::kHttp;
+    }
+    if (words.size() >= 3 && upper(words[2]).rfind("HTTP/", 0) == 0) return HttpSniff::kHttp;
+    for (char c : words[0]) {
+      if (!is_tchar(c)) return HttpSniff::kNotHttp;  // the first word is no method
+    }
+  }
+  if (eol != std::string_view::npos) return HttpSniff::kNotHttp;  // a complete line that is not a request line
+  return line.size() >= max_line ? HttpSniff::kHttp : HttpSniff::kNeedMore;
 }
 
 }  // namespace km::proxy::http

@@ -133,4 +133,12 @@ class ChunkedScanner {
   std::optional<Error> error_;  // the first error, returned again by later feeds
 };
 
+// Would a lenient HTTP server take these first bytes for a request? After any CR, LF, SP or
+// HTAB: a first line of `token SP ... SP HTTP/...` (any case, any run of blanks), or a known
+// method followed by a blank (HTTP/0.9), or the HTTP/2 preface. The proxy treats such bytes as
+// HTTP and requires them to parse strictly, so a request the strict parser refuses is denied,
+// never relayed as opaque bytes. Text protocols like SSH banners are not HTTP.
+enum class HttpSniff { kNotHttp, kNeedMore, kHttp };
+HttpSniff sniff_http(std::string_view buf, size_t max_line = 8192);
+
 }  // namespace km::proxy::http

@@ -436,3 +436,24 @@ TEST(HttpChunked, ErrorsAreSticky) {
 
 }  // namespace
 }  // namespace km::proxy::http
+
+namespace km::proxy::http {
+namespace {
+
+TEST(HttpSniff, WhatALenientServerWouldReadAsARequest) {
+  for (std::string_view s : {"GET / HTTP/1.1\r\n", "\r\n\r\nGET / HTTP/1.1\r\n", "get / HTTP/1.1\r\n", "GET /\n",
+                             "GET  /x  http/1.0\n", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "FOO /x HTTP/1.1\r\n", "GET ",
+                             "POST\t/x"}) {
+    EXPECT_EQ(sniff_http(s), HttpSniff::kHttp) << s;
+  }
+  for (std::string_view s : std::initializer_list<std::string_view>{"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", "EHLO mail.example\r\n",
+                                                                   "\x16\x03\x01", std::string_view("\x00\x01", 2),
+                                                                   "{\"json\": 1}\n", "hello world\n"}) {
+    EXPECT_EQ(sniff_http(s), HttpSniff::kNotHttp) << s;
+  }
+  for (std::string_view s : {"", "\r\n", "GE", "GET", "SSH-2.0"}) EXPECT_EQ(sniff_http(s), HttpSniff::kNeedMore) << s;
+  EXPECT_EQ(sniff_http(std::string(9000, 'A')), HttpSniff::kHttp);  // an endless first line is suspect
+}
+
+}  // namespace
+}  // namespace km::proxy::http
