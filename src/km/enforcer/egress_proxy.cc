@@ -240,7 +240,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
       }
     });
     client_.async_read_some(asio::buffer(peek_), [self = shared_from_this(), then = std::move(then)](std::error_code ec, size_t n) {
-      self->timer_.cancel();
+      self->cancel_timer();
       if (ec && !self->timed_out_) self->eof_ = true;
       self->in_.append(self->peek_.data(), n);
       then();
@@ -559,8 +559,9 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
 
   void dial(std::function<void(std::error_code)> done) {
     timer_.expires_after(kConnectTimeout);
-    timer_.async_wait([self = shared_from_this()](std::error_code ec) {
-      if (!ec) {
+    unsigned gen = ++timer_gen_;
+    timer_.async_wait([self = shared_from_this(), gen](std::error_code ec) {
+      if (!ec && gen == self->timer_gen_) {
         std::error_code ignored;
         self->upstream_.close(ignored);
       }
@@ -568,7 +569,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
     if (p_.upstream_proxy_) {
       upstream_.async_connect(*p_.upstream_proxy_, [self = shared_from_this(), done = std::move(done)](std::error_code ec) {
         if (ec) {
-          self->timer_.cancel();
+          self->cancel_timer();
           return done(ec);
         }
         // The address the policy checked, never the name: the corporate proxy would resolve the
@@ -579,7 +580,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
         self->scratch_ = "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n";
         asio::async_write(self->upstream_, asio::buffer(self->scratch_), [self, done](std::error_code wec, size_t) {
           if (wec) {
-            self->timer_.cancel();
+            self->cancel_timer();
             return done(wec);
           }
           self->scratch_.clear();
@@ -589,7 +590,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
       return;
     }
     upstream_.async_connect(endpoint_of(addr_, port_), [self = shared_from_this(), done = std::move(done)](std::error_code ec) {
-      self->timer_.cancel();
+      self->cancel_timer();
       if (!ec) {
         std::error_code ignored;
         self->upstream_.set_option(tcp::no_delay(true), ignored);
@@ -602,19 +603,19 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
   void read_proxy_reply(std::function<void(std::error_code)> done) {
     upstream_.async_read_some(asio::buffer(peek_), [self = shared_from_this(), done = std::move(done)](std::error_code ec, size_t n) {
       if (ec) {
-        self->timer_.cancel();
+        self->cancel_timer();
         return done(ec);
       }
       self->scratch_.append(self->peek_.data(), n);
       auto end = self->scratch_.find("\r\n\r\n");
       if (end == std::string::npos) {
         if (self->scratch_.size() > 16384) {
-          self->timer_.cancel();
+          self->cancel_timer();
           return done(asio::error::make_error_code(asio::error::invalid_argument));
         }
         return self->read_proxy_reply(done);
       }
-      self->timer_.cancel();
+      self->cancel_timer();
       bool ok = self->scratch_.compare(0, 9, "HTTP/1.1 ") == 0 || self->scratch_.compare(0, 9, "HTTP/1.0 ") == 0;
       ok = ok && self->scratch_.compare(9, 3, "200") == 0;
       // Bytes after the reply belong to the tunnel (a server that spoke first).
@@ -901,9 +902,15 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     closed_ = true;
     std::error_code ignored;
-    timer_.cancel();
+    cancel_timer();
     client_.close(ignored);
     upstream_.close(ignored);
+  }
+
+  // Cancels the session timer; a completion already queued is ignored by its generation.
+  void cancel_timer() {
+    ++timer_gen_;
+    timer_.cancel();
   }
 
   static Decision merge(Decision base, const Decision& dial) {

@@ -242,6 +242,7 @@ void AddressBook::bind(std::string_view raw, const IpAddress& addr, uint32_t ttl
   Key key{policy::normalize_name(raw), addr.unmapped()};
   auto life = std::max<std::chrono::seconds>(floor_, std::chrono::seconds(ttl));
   auto expiry = now + life;
+  by_addr_[key.second][key.first] = std::max(by_addr_[key.second][key.first], expiry);
   if (auto it = by_key_.find(key); it != by_key_.end()) {
     if (it->second >= expiry) return;
     auto range = by_expiry_.equal_range(it->second);
@@ -254,8 +255,9 @@ void AddressBook::bind(std::string_view raw, const IpAddress& addr, uint32_t ttl
     it->second = expiry;
   } else {
     while (max_ > 0 && by_key_.size() >= max_ && !by_expiry_.empty()) {
-      by_key_.erase(by_expiry_.begin()->second);
+      Key oldest = by_expiry_.begin()->second;
       by_expiry_.erase(by_expiry_.begin());
+      forget(oldest);
     }
     by_key_.emplace(key, expiry);
   }
@@ -268,12 +270,21 @@ bool AddressBook::resolved_to(std::string_view raw, const IpAddress& addr, Clock
 }
 
 std::vector<std::string> AddressBook::names_for(const IpAddress& raw, Clock::time_point now) const {
-  IpAddress addr = raw.unmapped();
   std::vector<std::string> out;
-  for (const auto& [key, expiry] : by_key_) {
-    if (key.second == addr && expiry > now) out.push_back(key.first);
+  auto it = by_addr_.find(raw.unmapped());
+  if (it == by_addr_.end()) return out;
+  for (const auto& [name, expiry] : it->second) {
+    if (expiry > now) out.push_back(name);
   }
   return out;
+}
+
+void AddressBook::forget(const Key& key) {
+  by_key_.erase(key);
+  if (auto it = by_addr_.find(key.second); it != by_addr_.end()) {
+    it->second.erase(key.first);
+    if (it->second.empty()) by_addr_.erase(it);
+  }
 }
 
 std::vector<IpAddress> AddressBook::addresses_of(std::string_view raw, Clock::time_point now) const {
@@ -288,8 +299,9 @@ std::vector<IpAddress> AddressBook::addresses_of(std::string_view raw, Clock::ti
 size_t AddressBook::evict_expired(Clock::time_point now) {
   size_t n = 0;
   while (!by_expiry_.empty() && by_expiry_.begin()->first <= now) {
-    by_key_.erase(by_expiry_.begin()->second);
+    Key key = by_expiry_.begin()->second;
     by_expiry_.erase(by_expiry_.begin());
+    forget(key);
     ++n;
   }
   return n;

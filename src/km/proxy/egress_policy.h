@@ -124,6 +124,8 @@ class AddressBook {
   size_t max_;
   std::map<Key, Clock::time_point> by_key_;
   std::multimap<Clock::time_point, Key> by_expiry_;
+  std::map<IpAddress, std::map<std::string, Clock::time_point>> by_addr_;  // for names_for()
+  void forget(const Key& key);
 };
 
 }  // namespace km::proxy
