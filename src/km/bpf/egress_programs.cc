@@ -9,6 +9,9 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <iterator>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "egress.skel.h"
 #include "km/bpf_abi/egress.h"
@@ -91,7 +94,7 @@ Status EgressPrograms::attach(int cgroup_fd) {
   return ok();
 }
 
-Status EgressPrograms::allow(const AllowEntry& e) {
+Status allow_in(int allow4_fd, int allow6_fd, const AllowEntry& e) {
   if (e.ports.size() > KM_PORT_RANGES) return fail(ErrorCode::kInvalidArgument, "at most 8 port ranges per allowlist entry");
   km_allow v{};
   v.expires_ns = e.expires_boot_ns;
@@ -102,42 +105,91 @@ Status EgressPrograms::allow(const AllowEntry& e) {
   if (e.family == AF_INET) {
     km_lpm4 k{static_cast<__u32>(e.prefix_len), {}};
     std::memcpy(k.addr, e.addr.data(), 4);
-    rc = bpf_map__update_elem(skel_->maps.allow4, &k, sizeof k, &v, sizeof v, BPF_ANY);
+    rc = bpf_map_update_elem(allow4_fd, &k, &v, BPF_ANY);
   } else {
     km_lpm6 k{static_cast<__u32>(e.prefix_len), {}};
     std::memcpy(k.addr, e.addr.data(), 16);
-    rc = bpf_map__update_elem(skel_->maps.allow6, &k, sizeof k, &v, sizeof v, BPF_ANY);
+    rc = bpf_map_update_elem(allow6_fd, &k, &v, BPF_ANY);
   }
-  if (rc != 0) return fail(bpf_failure("updating the allowlist", rc));
+  if (rc != 0) return fail(bpf_failure("updating the allowlist", errno));
   return ok();
 }
 
-Status EgressPrograms::remove(int family, const std::array<uint8_t, 16>& addr, int prefix_len) {
+Status remove_in(int allow4_fd, int allow6_fd, int family, const std::array<uint8_t, 16>& addr, int prefix_len) {
   int rc;
   if (family == AF_INET) {
     km_lpm4 k{static_cast<__u32>(prefix_len), {}};
     std::memcpy(k.addr, addr.data(), 4);
-    rc = bpf_map__delete_elem(skel_->maps.allow4, &k, sizeof k, 0);
+    rc = bpf_map_delete_elem(allow4_fd, &k);
   } else {
     km_lpm6 k{static_cast<__u32>(prefix_len), {}};
     std::memcpy(k.addr, addr.data(), 16);
-    rc = bpf_map__delete_elem(skel_->maps.allow6, &k, sizeof k, 0);
+    rc = bpf_map_delete_elem(allow6_fd, &k);
   }
-  if (rc != 0 && rc != -ENOENT) return fail(bpf_failure("removing from the allowlist", rc));
+  if (rc != 0 && errno != ENOENT) return fail(bpf_failure("removing from the allowlist", errno));
   return ok();
 }
 
-std::optional<OriginalDestination> EgressPrograms::original_destination(uint16_t client_port) const {
+std::optional<OriginalDestination> original_destination_in(int port_cookie_fd, int orig_dst_fd, uint16_t client_port) {
   __u32 port = client_port;
   __u64 cookie = 0;
-  if (bpf_map__lookup_elem(skel_->maps.port_cookie, &port, sizeof port, &cookie, sizeof cookie, 0) != 0) return std::nullopt;
+  if (bpf_map_lookup_elem(port_cookie_fd, &port, &cookie) != 0) return std::nullopt;
   km_orig_dst o{};
-  if (bpf_map__lookup_elem(skel_->maps.orig_dst, &cookie, sizeof cookie, &o, sizeof o, 0) != 0) return std::nullopt;
+  if (bpf_map_lookup_elem(orig_dst_fd, &cookie, &o) != 0) return std::nullopt;
   OriginalDestination d;
   d.family = o.family;
   std::memcpy(d.addr.data(), o.addr, 16);
   d.port = o.port;
   return d;
+}
+
+namespace {
+const char* const kPinnedMaps[] = {"allow4", "allow6", "orig_dst", "port_cookie", "egress_events"};
+const char* const kPinnedLinks[] = {"connect4", "connect6", "sendmsg4", "sendmsg6", "sock_create", "sockops", "skb_egress"};
+}  // namespace
+
+Status EgressPrograms::pin(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return fail(Error::from_errno("mkdir " + dir));
+  for (size_t i = 0; i < links_.size() && i < std::size(kPinnedLinks); ++i) {
+    std::string path = dir + "/" + kPinnedLinks[i];
+    if (int err = bpf_link__pin(links_[i], path.c_str()); err != 0) return fail(bpf_failure("pinning " + path, err));
+  }
+  bpf_map* maps[] = {skel_->maps.allow4, skel_->maps.allow6, skel_->maps.orig_dst, skel_->maps.port_cookie, skel_->maps.egress_events};
+  for (size_t i = 0; i < std::size(maps); ++i) {
+    std::string path = dir + "/" + kPinnedMaps[i];
+    if (int err = bpf_map__pin(maps[i], path.c_str()); err != 0) return fail(bpf_failure("pinning " + path, err));
+  }
+  return ok();
+}
+
+Result<EgressMaps> open_pinned_egress_maps(const std::string& dir) {
+  EgressMaps m;
+  UniqueFd* slots[] = {&m.allow4, &m.allow6, &m.orig_dst, &m.port_cookie, &m.events};
+  for (size_t i = 0; i < std::size(slots); ++i) {
+    std::string path = dir + "/" + kPinnedMaps[i];
+    *slots[i] = UniqueFd(bpf_obj_get(path.c_str()));
+    if (!*slots[i]) return fail(Error::from_errno("opening " + path));
+  }
+  return m;
+}
+
+Status unpin_egress(const std::string& dir) {
+  for (const char* n : kPinnedLinks) ::unlink((dir + "/" + n).c_str());
+  for (const char* n : kPinnedMaps) ::unlink((dir + "/" + n).c_str());
+  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) return fail(Error::from_errno("rmdir " + dir));
+  return ok();
+}
+
+Status EgressPrograms::allow(const AllowEntry& e) {
+  return allow_in(bpf_map__fd(skel_->maps.allow4), bpf_map__fd(skel_->maps.allow6), e);
+}
+
+Status EgressPrograms::remove(int family, const std::array<uint8_t, 16>& addr, int prefix_len) {
+  return remove_in(bpf_map__fd(skel_->maps.allow4), bpf_map__fd(skel_->maps.allow6), family, addr, prefix_len);
+}
+
+std::optional<OriginalDestination> EgressPrograms::original_destination(uint16_t client_port) const {
+  return original_destination_in(bpf_map__fd(skel_->maps.port_cookie), bpf_map__fd(skel_->maps.orig_dst), client_port);
 }
 
 int EgressPrograms::on_record(void* self, void* data, size_t size) {

@@ -73,6 +73,9 @@ class EgressPrograms {
 
   // Attaches every program to the cgroup (v2 directory fd) with BPF links.
   Status attach(int cgroup_fd);
+  // Pins the links and maps in `dir` (on a bpffs): the programs stay attached and the maps
+  // open for the enforcer when this object and kmd are gone.
+  Status pin(const std::string& dir);
 
   Status allow(const AllowEntry& e);
   Status remove(int family, const std::array<uint8_t, 16>& addr, int prefix_len);
@@ -93,5 +96,18 @@ class EgressPrograms {
 
 // CLOCK_BOOTTIME now, in ns (the clock the programs compare expiries with).
 uint64_t boot_ns_now();
+
+// The maps of a sandbox's programs by descriptor, for the enforcer (which gets them from kmd
+// and needs no privilege to use them).
+struct EgressMaps {
+  UniqueFd allow4, allow6, orig_dst, port_cookie, events;
+};
+// Opens the maps pinned by EgressPrograms::pin in `dir`.
+Result<EgressMaps> open_pinned_egress_maps(const std::string& dir);
+Status allow_in(int allow4_fd, int allow6_fd, const AllowEntry& e);
+Status remove_in(int allow4_fd, int allow6_fd, int family, const std::array<uint8_t, 16>& addr, int prefix_len);
+std::optional<OriginalDestination> original_destination_in(int port_cookie_fd, int orig_dst_fd, uint16_t client_port);
+// Removes what pin() made in `dir`, and the directory. Idempotent.
+Status unpin_egress(const std::string& dir);
 
 }  // namespace km::bpf

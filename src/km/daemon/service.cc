@@ -93,6 +93,10 @@ Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shar
   lc.layout = s->layout_;
   lc.init_path = config.init_path;
   lc.enforcer_path = config.enforcer_path;
+  // Pins of kernel enforcement and of the exec audit live on a bpffs under the runtime
+  // directory; a profile that needs them fails at creation if there is none.
+  ::mkdir(config.runtime_dir.c_str(), 0755);
+  if (bpf::ensure_bpffs(config.runtime_dir + "/bpf")) lc.bpf_dir = config.runtime_dir + "/bpf";
   if (config.exec_audit) {
     // Loaded once per host and pinned under the runtime directory, so that it keeps recording
     // while kmd is down. If it cannot be loaded, kmd still starts (to manage what exists) but
@@ -270,13 +274,6 @@ Json Service::op_create(const Json& req) {
     return error_reply(Error(ErrorCode::kFailedPrecondition, "kmd runs the local substrate; this profile asks for " + model->substrate)
                            .with_hint("set spec.runtime.substrate: local"));
   }
-  // Fail closed: kernel (cgroup BPF) enforcement is not built yet, so profiles that ask for it
-  // are refused rather than run with less than they say.
-  if (model->enforcement != "proxy") {
-    return error_reply(Error(ErrorCode::kFailedPrecondition, "enforcement " + model->enforcement +
-                                                                 " needs kernel (cgroup BPF) enforcement, which this kmd does not have yet")
-                           .with_hint("use enforcement: proxy"));
-  }
   int64_t now = clock_->now();
   store::Sandbox s;
   s.id = model->prefix + "-" + random_hex8();
@@ -386,6 +383,7 @@ Result<store::Sandbox> Service::do_start(store::Sandbox s) {
     ec.pid_file = launcher_->runtime_dir(s.id) + "/enforcer.pid";
     ec.run_as_uid = kEnforcerUid;
     ec.run_as_gid = kEnforcerUid;
+    ec.kernel = spec.net.enforcement != "proxy";
     enforcer_config = enforcer::to_json(ec);
   }
   KM_ASSIGN_OR_RETURN(sandbox::Started st, launcher_->start(spec, lim, a.uid_base, m.image, enforcer_config));
@@ -888,6 +886,10 @@ Status Service::reconcile() {
   for (const auto& id : sys::list_sandbox_cgroups(launcher_->cgroups())) seen.insert(id);
   for (const auto& id : list_dir(config_.runtime_dir + "/sandboxes")) seen.insert(id);
   for (const auto& id : list_dir(config_.state_dir + "/sandboxes")) seen.insert(id);
+  // Per-sandbox pins of kernel enforcement (the exec audit's pins are files named exec_*).
+  for (const auto& id : list_dir(config_.runtime_dir + "/bpf")) {
+    if (id.rfind("exec_", 0) != 0) seen.insert(id);
+  }
   for (const auto& id : seen) {
     if (live.count(id)) continue;
     log_.warn("removing an orphaned sandbox", {{"id", id}});

@@ -23,6 +23,7 @@ std::string to_json(const Config& c) {
          {"dnsTtlFloor", c.dns_ttl_floor},
          {"maxBindings", c.max_bindings},
          {"pidFile", c.pid_file},
+         {"kernel", c.kernel},
          {"runAsUid", c.run_as_uid},
          {"runAsGid", c.run_as_gid}};
   return j.dump(2);
@@ -47,6 +48,7 @@ Result<Config> config_from_json(const std::string& text) {
     c.dns_ttl_floor = j.value("dnsTtlFloor", 600u);
     c.max_bindings = j.value("maxBindings", 65536u);
     c.pid_file = j.value("pidFile", std::string{});
+    c.kernel = j.value("kernel", false);
     c.run_as_uid = j.value("runAsUid", 0u);
     c.run_as_gid = j.value("runAsGid", 0u);
     return c;

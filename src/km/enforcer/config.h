@@ -21,6 +21,8 @@ inline constexpr int kAuditFd = 6;
 inline constexpr int kReadyFd = 7;
 // NETLINK_NETFILTER socket bound to the link rules' NFLOG group: packets the rules dropped.
 inline constexpr int kPacketLogFd = 8;
+// With kernel enforcement: the programs' maps (allow4, allow6, orig_dst, port_cookie, events).
+inline constexpr int kKernelMapsFd = 9;
 
 inline constexpr uint16_t kDnsPort = 53;
 inline constexpr uint16_t kProxyPort = 3128;
@@ -36,6 +38,7 @@ struct Config {
   uint32_t dns_ttl_floor = 600;           // seconds an allowed answer keeps its addresses open
   uint32_t max_bindings = 65536;
   std::string pid_file;                   // "pid starttime", written before ready
+  bool kernel = false;                    // cgroup BPF programs gate the sandbox (ebpf, both)
   uint32_t run_as_uid = 0;                // drop to this uid/gid after start (0: stay)
   uint32_t run_as_gid = 0;
 };

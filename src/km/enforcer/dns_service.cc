@@ -211,7 +211,10 @@ void DnsService::handle_query(std::span<const uint8_t> wire, std::function<void(
       return reply(proxy::DnsFilter::servfail(*shared_plan));
     }
     auto now = proxy::AddressBook::Clock::now();
-    for (const auto& b : ans->bindings) book_.bind(b.name, b.addr, b.ttl, now);
+    for (const auto& b : ans->bindings) {
+      book_.bind(b.name, b.addr, b.ttl, now);
+      if (on_bind_) on_bind_(b.addr, b.ttl);
+    }
     audit_query(*shared_plan, ans->rcode, &*ans, "");
     reply(std::move(ans->reply));
   });
@@ -241,6 +244,7 @@ void DnsService::resolve(const std::string& name, ResolveCallback cb) {
     std::vector<proxy::IpAddress> out;
     for (const auto& b : ans->bindings) {
       book_.bind(b.name, b.addr, b.ttl, now);
+      if (on_bind_) on_bind_(b.addr, b.ttl);
       if (b.name == plan->name && std::find(out.begin(), out.end(), b.addr) == out.end()) out.push_back(b.addr);
     }
     audit_query(*plan, ans->rcode, &*ans, "");

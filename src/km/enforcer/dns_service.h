@@ -53,6 +53,8 @@ class DnsService {
   void exchange(const proxy::DnsQueryPlan& plan, ExchangeCallback cb);
 
   uint64_t queries() const { return queries_; }
+  // Called for every address an allowed answer binds, with its TTL (kernel enforcement).
+  void set_on_bind(std::function<void(const proxy::IpAddress&, uint32_t ttl)> f) { on_bind_ = std::move(f); }
   size_t in_flight() const { return in_flight_; }
 
  private:
@@ -81,6 +83,7 @@ class DnsService {
   std::unique_ptr<asio::ip::tcp::acceptor> tcp_;
   asio::ip::udp::endpoint from_;
   std::array<uint8_t, 4096> udp_buf_{};
+  std::function<void(const proxy::IpAddress&, uint32_t)> on_bind_;
   asio::steady_timer backoff_;
   // Outlives the service: clients still queued in the event loop at shutdown end after it.
   std::shared_ptr<size_t> tcp_clients_ = std::make_shared<size_t>(0);

@@ -8,6 +8,7 @@
 
 #include <chrono>
 
+#include "km/enforcer/kernel_gate.h"
 #include "km/proxy/http_head.h"
 #include "km/proxy/tls_hello.h"
 
@@ -195,6 +196,18 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
   void start() {
     ++*live_;
     std::error_code ec;
+    if (p_.kernel_) {
+      auto peer = client_.remote_endpoint(ec);
+      if (!ec) {
+        if (auto o = p_.kernel_->original_destination(peer.port())) {
+          mode_ = "transparent";
+          addr_ = o->first;
+          port_ = o->second;
+          read_more(kSniffTimeout, [self = shared_from_this()] { self->transparent_sniff(); });
+          return;
+        }
+      }
+    }
     auto local = client_.local_endpoint(ec);
     auto orig = original_destination(client_.native_handle());
     bool explicit_mode = !orig || (p_.link_address_ && orig->first.to_string() == p_.link_address_->to_string() &&

@@ -43,6 +43,9 @@ class EgressProxy {
   Status serve(int listen_fd);
 
   size_t sessions() const { return *live_; }
+  // With kernel enforcement, redirected connections' original destinations come from the
+  // programs' maps (there is no NAT to ask).
+  void set_kernel(class KernelGate* k) { kernel_ = k; }
   static constexpr size_t kMaxSessions = 1024;
 
  private:
@@ -60,6 +63,7 @@ class EgressProxy {
   std::unique_ptr<asio::ip::tcp::acceptor> acceptor_;
   std::optional<asio::ip::tcp::endpoint> upstream_proxy_;
   std::optional<asio::ip::address> link_address_;
+  class KernelGate* kernel_ = nullptr;
   asio::steady_timer backoff_;
   std::shared_ptr<size_t> live_ = std::make_shared<size_t>(0);  // open sessions
 };

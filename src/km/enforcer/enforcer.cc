@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/prctl.h>
@@ -18,6 +20,7 @@
 #include "km/enforcer/audit.h"
 #include "km/enforcer/dns_service.h"
 #include "km/enforcer/egress_proxy.h"
+#include "km/enforcer/kernel_gate.h"
 #include "km/enforcer/packet_log.h"
 #include "km/proxy/http_head.h"
 
@@ -56,6 +59,15 @@ Status run(const Config& config) {
   EgressProxy proxy(io, config, policy, book, dns, audit, log);
   KM_TRY(dns.serve(kDnsUdpFd, kDnsTcpFd));
   KM_TRY(proxy.serve(kProxyFd));
+  std::unique_ptr<KernelGate> kernel;
+  if (config.kernel) {
+    // The programs gate the sandbox in the kernel; this process feeds them.
+    KM_ASSIGN_OR_RETURN(kernel, KernelGate::adopt(io, audit, kKernelMapsFd));
+    KM_TRY(kernel->allow_cidrs(config.policy.cidrs));
+    uint32_t floor = config.dns_ttl_floor;
+    dns.set_on_bind([&kernel, floor](const proxy::IpAddress& a, uint32_t ttl) { kernel->bind(a, std::max(ttl, floor) + 5); });
+    proxy.set_kernel(kernel.get());
+  }
   PacketLog packets(io, audit);
   if (::fcntl(kPacketLogFd, F_GETFD) >= 0) packets.serve(kPacketLogFd);
 
@@ -72,11 +84,19 @@ Status run(const Config& config) {
   ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
   if (config.run_as_uid != 0) {
     // Everything the enforcer needs from root is done: its sockets are open and it dials out
-    // as any user may.
+    // as any user may. With kernel enforcement it keeps CAP_BPF alone, to use the maps it was
+    // given (hosts that disable unprivileged bpf(2) refuse even map updates without it).
     gid_t gid = config.run_as_gid;
+    if (config.kernel) ::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0);
     if (::setgroups(0, nullptr) != 0 || ::setresgid(gid, gid, gid) != 0 ||
         ::setresuid(config.run_as_uid, config.run_as_uid, config.run_as_uid) != 0) {
       return fail(Error::from_errno("dropping privileges"));
+    }
+    if (config.kernel) {
+      __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+      __user_cap_data_struct data[2] = {};
+      data[CAP_TO_INDEX(CAP_BPF)].effective = data[CAP_TO_INDEX(CAP_BPF)].permitted = CAP_TO_MASK(CAP_BPF);
+      if (::syscall(SYS_capset, &hdr, data) != 0) return fail(Error::from_errno("keeping CAP_BPF"));
     }
   }
   ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
@@ -115,7 +135,11 @@ Status run(const Config& config) {
     evict.expires_after(std::chrono::seconds(5));
     evict.async_wait([&](std::error_code ec) {
       if (ec) return;
-      book.evict_expired(proxy::AddressBook::Clock::now());
+      std::vector<proxy::IpAddress> gone;
+      book.evict_expired(proxy::AddressBook::Clock::now(), &gone);
+      if (kernel) {
+        for (const auto& a : gone) kernel->unbind(a);
+      }
       refresh_host();
       arm();
     });

@@ -279,11 +279,14 @@ std::vector<std::string> AddressBook::names_for(const IpAddress& raw, Clock::tim
   return out;
 }
 
-void AddressBook::forget(const Key& key) {
+void AddressBook::forget(const Key& key, std::vector<IpAddress>* gone) {
   by_key_.erase(key);
   if (auto it = by_addr_.find(key.second); it != by_addr_.end()) {
     it->second.erase(key.first);
-    if (it->second.empty()) by_addr_.erase(it);
+    if (it->second.empty()) {
+      if (gone) gone->push_back(it->first);
+      by_addr_.erase(it);
+    }
   }
 }
 
@@ -296,12 +299,12 @@ std::vector<IpAddress> AddressBook::addresses_of(std::string_view raw, Clock::ti
   return out;
 }
 
-size_t AddressBook::evict_expired(Clock::time_point now) {
+size_t AddressBook::evict_expired(Clock::time_point now, std::vector<IpAddress>* gone) {
   size_t n = 0;
   while (!by_expiry_.empty() && by_expiry_.begin()->first <= now) {
     Key key = by_expiry_.begin()->second;
     by_expiry_.erase(by_expiry_.begin());
-    forget(key);
+    forget(key, gone);
     ++n;
   }
   return n;

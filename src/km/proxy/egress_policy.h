@@ -115,7 +115,8 @@ class AddressBook {
   std::vector<std::string> names_for(const IpAddress& addr, Clock::time_point now) const;
   // Addresses bound to `name`.
   std::vector<IpAddress> addresses_of(std::string_view name, Clock::time_point now) const;
-  size_t evict_expired(Clock::time_point now);
+  // Removes expired bindings; addresses left with none are appended to `gone`.
+  size_t evict_expired(Clock::time_point now, std::vector<IpAddress>* gone = nullptr);
   size_t size() const { return by_key_.size(); }
 
  private:
@@ -125,7 +126,7 @@ class AddressBook {
   std::map<Key, Clock::time_point> by_key_;
   std::multimap<Clock::time_point, Key> by_expiry_;
   std::map<IpAddress, std::map<std::string, Clock::time_point>> by_addr_;  // for names_for()
-  void forget(const Key& key);
+  void forget(const Key& key, std::vector<IpAddress>* gone = nullptr);
 };
 
 }  // namespace km::proxy

@@ -178,7 +178,11 @@ Result<EnforcerSockets> open_enforcer_sockets(int netns_fd, const NetSpec& net) 
 }
 
 Result<EnforcerProcess> spawn_enforcer(const std::string& exe, const std::string& config_path, const EnforcerSockets& s,
-                                       int audit_fd, int log_fd) {
+                                       int audit_fd, int log_fd, const std::vector<int>& extra_fds) {
+  if (extra_fds.size() > 8) return fail(ErrorCode::kInvalidArgument, "too many descriptors for the enforcer");
+  int extra[8];
+  size_t nextra = extra_fds.size();
+  for (size_t i = 0; i < nextra; ++i) extra[i] = extra_fds[i];
   int ready[2];
   if (::pipe2(ready, O_CLOEXEC) != 0) return fail(Error::from_errno("pipe"));
   UniqueFd ready_r(ready[0]), ready_w(ready[1]);
@@ -194,8 +198,11 @@ Result<EnforcerProcess> spawn_enforcer(const std::string& exe, const std::string
     ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     ::setsid();
     int high[7];
+    int xhigh[8];
     for (int i = 0; i < 7; ++i) high[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, 100);
+    for (size_t i = 0; i < nextra; ++i) xhigh[i] = ::fcntl(extra[i], F_DUPFD_CLOEXEC, 100);
     for (int i = 0; i < 6; ++i) ::dup2(high[i], 3 + i);
+    for (size_t i = 0; i < nextra; ++i) ::dup2(xhigh[i], 9 + static_cast<int>(i));
     ::dup2(high[6], 1);
     ::dup2(high[6], 2);
     int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);

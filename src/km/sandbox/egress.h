@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "km/base/result.h"
 #include "km/base/unique_fd.h"
@@ -43,8 +44,9 @@ struct EnforcerProcess {
 
 // Starts `exe --config config_path` in its own session with the sockets on fds 3-5 and
 // `audit_fd` on 6, a readiness pipe on 7, the packet log on 8, stdout/stderr to `log_fd`. It is not kmd's to keep alive: it survives kmd.
+// `extra_fds` (kernel enforcement's maps) go on 9, 10, ...
 Result<EnforcerProcess> spawn_enforcer(const std::string& exe, const std::string& config_path, const EnforcerSockets& s,
-                                       int audit_fd, int log_fd);
+                                       int audit_fd, int log_fd, const std::vector<int>& extra_fds = {});
 
 // "pid starttime" files, so a restarted kmd finds (and never mistakes) its enforcers.
 Status write_process_file(const std::string& path, const EnforcerProcess& p);

@@ -24,6 +24,7 @@
 #include "km/base/file.h"
 #include "km/base/strings.h"
 #include "km/sandbox/confine.h"
+#include "km/bpf/egress_programs.h"
 #include "km/sandbox/egress.h"
 #include "km/sandbox/protocol.h"
 #include "km/sys/netlink.h"
@@ -179,16 +180,28 @@ namespace {
 // Opens the link rules' sockets in `netns_fd` and starts the enforcer described by
 // rdir/enforcer.json, recording it in rdir/enforcer.pid.
 Status launch_enforcer(const std::string& exe, const std::string& rdir, const std::string& sdir, int netns_fd,
-                       const NetSpec& net, const std::string& audit_path) {
+                       const NetSpec& net, const std::string& audit_path, const std::string& bpf_pins) {
   if (exe.empty()) return fail(ErrorCode::kFailedPrecondition, "no enforcer binary configured (km-enforcer)");
   KM_ASSIGN_OR_RETURN(EnforcerSockets socks, open_enforcer_sockets(netns_fd, net));
+  // With kernel enforcement, the enforcer also gets the programs' maps (by descriptor).
+  std::vector<UniqueFd> maps;
+  if (!bpf_pins.empty() && ::access(bpf_pins.c_str(), F_OK) == 0) {
+    KM_ASSIGN_OR_RETURN(bpf::EgressMaps m, bpf::open_pinned_egress_maps(bpf_pins));
+    maps.push_back(std::move(m.allow4));
+    maps.push_back(std::move(m.allow6));
+    maps.push_back(std::move(m.orig_dst));
+    maps.push_back(std::move(m.port_cookie));
+    maps.push_back(std::move(m.events));
+  }
   ::mkdir((sdir + "/audit").c_str(), 0700);
   UniqueFd audit(::open(audit_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!audit) return fail(Error::from_errno("open " + audit_path));
   std::string log_path = sdir + "/enforcer.log";
   UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!log) return fail(Error::from_errno("open " + log_path));
-  auto p = spawn_enforcer(exe, rdir + "/enforcer.json", socks, audit.get(), log.get());
+  std::vector<int> extra;
+  for (const auto& m : maps) extra.push_back(m.get());
+  auto p = spawn_enforcer(exe, rdir + "/enforcer.json", socks, audit.get(), log.get(), extra);
   if (!p) {
     std::string tail = read_file(log_path, 1 << 20).value_or("");
     if (tail.size() > 400) tail = tail.substr(tail.size() - 400);
@@ -212,7 +225,8 @@ Result<bool> Launcher::ensure_enforcer(const std::string& id) {
   net.proxy_port = j.value("proxy_port", uint16_t{3128});
   UniqueFd netns(::open((rdir + "/netns").c_str(), O_RDONLY | O_CLOEXEC));
   if (!netns) return fail(Error::from_errno("open " + rdir + "/netns"));
-  KM_TRY(launch_enforcer(config_.enforcer_path, rdir, sandbox_dir(config_.layout, id), netns.get(), net, egress_audit_path(id)));
+  KM_TRY(launch_enforcer(config_.enforcer_path, rdir, sandbox_dir(config_.layout, id), netns.get(), net, egress_audit_path(id),
+                         config_.bpf_dir.empty() ? "" : config_.bpf_dir + "/" + id));
   return true;
 }
 
@@ -238,6 +252,24 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
     struct stat cst {};
     if (::fstat(cgfd.get(), &cst) != 0) return fail(Error::from_errno("stat the sandbox's cgroup"));
     KM_TRY(config_.on_cgroup(id, static_cast<uint64_t>(cst.st_ino), base));
+  }
+  if (spec.net.egress && spec.net.enforcement != "proxy") {
+    // Kernel enforcement: the programs are on the cgroup before anything runs in it, and pinned
+    // so that they outlive this kmd and the enforcer (with an empty or stale allowlist they deny).
+    if (config_.bpf_dir.empty()) return fail(ErrorCode::kFailedPrecondition, "no bpffs directory for kernel enforcement");
+    std::string pins = config_.bpf_dir + "/" + id;
+    (void)bpf::unpin_egress(pins);
+    bpf::EgressSettings es;
+    in_addr peer{};
+    if (inet_pton(AF_INET, spec.net.peer_address.c_str(), &peer) != 1) return fail(ErrorCode::kInvalidArgument, "bad link address");
+    std::memcpy(es.dns_addr.data(), &peer, 4);
+    es.proxy_addr = es.dns_addr;
+    es.dns_port = kEnforcerDnsPort;
+    es.proxy_port = spec.net.proxy_port;
+    es.redirect_misses = spec.net.enforcement == "both";
+    KM_ASSIGN_OR_RETURN(auto progs, bpf::EgressPrograms::load(es));
+    KM_TRY(progs->attach(cgfd.get()));
+    KM_TRY(progs->pin(pins));
   }
   KM_ASSIGN_OR_RETURN(UniqueFd listen, sys::listen_unix(ctl_path(id), 0600));
   KM_ASSIGN_OR_RETURN(auto pair, sys::seqpacket_pair());
@@ -318,7 +350,9 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
     nlohmann::json link{{"peer_address", spec.net.peer_address}, {"proxy_port", spec.net.proxy_port}};
     if (auto s = write_file_atomic(rdir + "/link.json", link.dump(), 0600); !s) return abort_child(std::move(s).error());
     if (auto s = write_file_atomic(rdir + "/enforcer.json", enforcer_config, 0600); !s) return abort_child(std::move(s).error());
-    if (auto s = launch_enforcer(config_.enforcer_path, rdir, sdir, outer->get(), spec.net, egress_audit_path(id)); !s) {
+    if (auto s = launch_enforcer(config_.enforcer_path, rdir, sdir, outer->get(), spec.net, egress_audit_path(id),
+                                 config_.bpf_dir.empty() ? "" : config_.bpf_dir + "/" + id);
+        !s) {
       return abort_child(std::move(s).error().wrap("starting the enforcer"));
     }
   }
@@ -365,7 +399,7 @@ Status Launcher::stop(const std::string& id) {
   std::string rdir = runtime_dir(id);
   if (auto rec = read_process_file(rdir + "/enforcer.pid")) kill_process(*rec);
   Status steps[] = {sys::SandboxCgroup::of(cgroups_, id).destroy(), sys::remove_pinned_netns(rdir + "/netns"),
-                    remove_tree(rdir)};
+                    remove_tree(rdir), config_.bpf_dir.empty() ? ok() : bpf::unpin_egress(config_.bpf_dir + "/" + id)};
   for (Status& s : steps) {
     if (!s) return s;
   }

@@ -27,6 +27,7 @@ struct LauncherConfig {
   HostLayout layout;
   std::string init_path;  // km-sandbox-init
   std::string enforcer_path;  // km-enforcer
+  std::string bpf_dir;        // a bpffs directory for per-sandbox pins (kernel enforcement)
   int setup_timeout_ms = 600000;  // includes initCommands
   std::string cgroup_name = "km";  // tests use their own, so they never touch a real kmd's
   // Called with a sandbox's new (v2) cgroup id and uid base, before anything runs in it; an

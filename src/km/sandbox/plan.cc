@@ -72,6 +72,7 @@ Result<Spec> plan(const profile::Model& m, const Allocation& a, const HostLayout
   s.net.peer_address = addrs.second;
   s.net.prefix_len = 30;
   s.net.egress = !m.allowed_dns_suffixes.empty() || !m.allowed_hosts.empty() || !m.allowed_cidrs.empty();
+  s.net.enforcement = m.enforcement;
   if (s.net.egress) {
     // Clients that honour proxy variables use the proxy explicitly; the rest are redirected
     // to it transparently, so a profile that unsets these loses nothing but the 403 messages.

@@ -16,7 +16,7 @@ std::string to_json(const Spec& s) {
          {"shell", s.shell}, {"init_commands", s.init_commands}, {"config_files", s.config_files},
          {"net", {{"ifname", s.net.ifname}, {"address", s.net.address},
                   {"peer_address", s.net.peer_address}, {"prefix_len", s.net.prefix_len},
-                  {"egress", s.net.egress}, {"proxy_port", s.net.proxy_port}}}};
+                  {"egress", s.net.egress}, {"proxy_port", s.net.proxy_port}, {"enforcement", s.net.enforcement}}}};
   return j.dump();
 }
 
@@ -56,6 +56,7 @@ Result<Spec> spec_from_json(const std::string& text) {
     s.net.prefix_len = n.at("prefix_len");
     s.net.egress = n.value("egress", false);
     s.net.proxy_port = n.value("proxy_port", uint16_t{3128});
+    s.net.enforcement = n.value("enforcement", std::string("proxy"));
   } catch (const Json::exception& e) {
     return fail(ErrorCode::kInvalidArgument, std::string("bad spec: ") + e.what());
   }

@@ -21,6 +21,7 @@ struct NetSpec {
   // it, and proxy variables in the environment. Without it the link leads nowhere.
   bool egress = false;
   uint16_t proxy_port = 3128;
+  std::string enforcement = "proxy";  // proxy | ebpf | both (cgroup BPF programs as the gate)
 };
 
 struct Spec {
