@@ -331,11 +331,22 @@ TEST_F(Kmd, EveryCommandIsRecordedHoweverItIsStarted) {
   EXPECT_NE(text.out.find("bash -c echo hi-from-bash"), std::string::npos) << text.out;
 }
 
-TEST_F(Kmd, KernelEnforcementIsRefusedUntilItExists) {
-  auto r = km({"create", "hardened"});
-  EXPECT_EQ(r.status, 1);
-  EXPECT_NE(r.err.find("enforcement both"), std::string::npos) << r.err;
-  EXPECT_EQ(list().size(), 0u);
+TEST_F(Kmd, KernelEnforcementRefusesConnectionsAtConnect) {
+  std::ofstream(root_ + "/ebpf.yaml") << "apiVersion: klankermaker.ai/v1alpha2\nkind: SandboxProfile\n"
+                                         "metadata: {name: k, prefix: k}\nextends: quickstart\n"
+                                         "spec:\n  network:\n    enforcement: ebpf\n"
+                                         "    egress: {allowedDNSSuffixes: [.allowed.test]}\n";
+  auto c = km({"create", root_ + "/ebpf.yaml"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  std::string id = c.out.substr(0, c.out.find('\n'));
+  // No packet leaves: the cgroup program refuses the connect() itself.
+  auto r = km({"exec", id, "--", "python3", "-c",
+               "import socket\ntry:\n  socket.create_connection(('203.0.113.99', 80), 2)\nexcept PermissionError:\n  print('EPERM')"});
+  EXPECT_EQ(r.out, "EPERM\n") << r.err;
+  std::string pins = root_ + "/run/bpf/" + id;
+  EXPECT_EQ(::access((pins + "/connect4").c_str(), F_OK), 0);
+  EXPECT_EQ(km({"destroy", id}).status, 0);
+  EXPECT_NE(::access(pins.c_str(), F_OK), 0);  // unpinned with the sandbox
 }
 
 TEST_F(Kmd, ProfilesWithEgressGetAnEnforcerThatGoesWithThem) {
