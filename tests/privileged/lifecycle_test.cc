@@ -36,8 +36,13 @@ class Lifecycle : public ::testing::Test {
         call({{"op", "unlock"}, {"ref", s.id}});
         call({{"op", "destroy"}, {"ref", s.id}});
       }
+      service_.reset();
+      // The service's cgroup directory (beneath this process's) in every hierarchy it used.
+      std::string name = "km-life-" + std::to_string(::getpid());
+      std::system(("for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do rmdir \"$h\"" + name + " 2>/dev/null; done; "
+                   "find /sys/fs/cgroup -maxdepth 3 -type d -name '" + name + "' -exec rmdir {} + 2>/dev/null").c_str());
     }
-    std::system(("rm -rf '" + root_ + "'").c_str());
+    std::system(("umount -l '" + root_ + "/run/bpf' 2>/dev/null; rm -rf '" + root_ + "'").c_str());
   }
   Json call(const Json& req) {
     std::vector<UniqueFd> fds;
