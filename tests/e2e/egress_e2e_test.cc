@@ -551,6 +551,20 @@ TEST_F(Egress, RootInsideCannotChangeTheNetwork) {
   EXPECT_EQ(hits_at("203.0.113.10"), 0u);
 }
 
+TEST_F(Egress, RootInsideCannotTouchTheKernelPolicyOrTheEnforcer) {
+  auto r = sh("echo $$ > /sys/fs/cgroup/cgroup.procs 2>/dev/null; echo procs=$?; "
+              "python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); "
+              "print(\"bpf\", l.syscall(321, 0, 0, 0), ctypes.get_errno())'; "
+              "pkill -9 km-enforcer; echo pkill=$?; ls /sys/fs/bpf 2>/dev/null | wc -l",
+              true);
+  EXPECT_EQ(r.out.find("procs=0"), std::string::npos) << dump(r);    // cannot leave its cgroup
+  EXPECT_NE(r.out.find("bpf -1 1"), std::string::npos) << dump(r);   // bpf(2): EPERM
+  EXPECT_NE(r.out.find("pkill=1"), std::string::npos) << dump(r);    // the enforcer is not even visible
+  auto after = sh("curl -sS -m 5 --noproxy '*' http://203.0.113.10/; echo rc=$?", true);
+  EXPECT_EQ(after.out.find("\"server\""), std::string::npos) << dump(after);
+  EXPECT_EQ(hits_at("203.0.113.10"), 0u);
+}
+
 TEST_F(Egress, HttpsOnlyRefusesPlainHttp) {
   // The privileged sandbox's profile says httpsOnly.
   auto explicit_http = sh("curl -sS -m 5 -o /dev/null -w '%{http_code}' http://allowed.test/plain", true);
