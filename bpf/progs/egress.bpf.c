@@ -73,7 +73,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
-  __uint(max_entries, 1 << 20);
+  __uint(max_entries, 4 << 20);  // about 50,000 events of backlog
 } egress_events SEC(".maps");
 
 struct {
