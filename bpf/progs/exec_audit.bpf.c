@@ -12,6 +12,10 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+#ifndef container_of
+#define container_of(ptr, type, member) ((type *)((void *)(ptr) - __builtin_offsetof(type, member)))
+#endif
+
 _Static_assert(sizeof(struct km_exec_event) == KM_EXEC_EVENT_SIZE, "km_exec_event layout");
 
 // cgroup id -> 1, for the sandboxes being audited (kmd fills it).
@@ -65,6 +69,36 @@ int km_exec(struct bpf_raw_tracepoint_args *ctx) {
   __u32 n = len > KM_EXEC_ARGS_MAX ? KM_EXEC_ARGS_MAX : (__u32)len;
   e->args_len = 0;
   if (n > 0 && n <= KM_EXEC_ARGS_MAX && bpf_probe_read_user(e->args, n, (const void *)start) == 0) e->args_len = n;
+  // The working directory as the process sees it: walk dentries up to each mount's root and
+  // then across to the mount point, until the root of the process's mount namespace (for a
+  // sandbox, its own root). Components go innermost first; userspace joins them.
+  struct path pwd = BPF_CORE_READ(task, fs, pwd);
+  struct dentry *d = pwd.dentry;
+  struct mount *mnt = container_of(pwd.mnt, struct mount, mnt);
+  e->cwd_parts = 0;
+  e->cwd_truncated = 1;
+  int parts = 0;
+#pragma unroll
+  for (int i = 0; i < 2 * KM_EXEC_CWD_PARTS; i++) {
+    struct dentry *root = BPF_CORE_READ(mnt, mnt.mnt_root);
+    struct dentry *parent = BPF_CORE_READ(d, d_parent);
+    if (d == root || d == parent) {
+      struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+      if (up == mnt || !up) {
+        e->cwd_truncated = 0;
+        break;
+      }
+      d = BPF_CORE_READ(mnt, mnt_mountpoint);
+      mnt = up;
+      continue;
+    }
+    if (parts >= KM_EXEC_CWD_PARTS) break;
+    const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+    bpf_probe_read_kernel_str(e->cwd[parts & (KM_EXEC_CWD_PARTS - 1)], KM_EXEC_CWD_PART_MAX, name);
+    parts++;
+    d = parent;
+  }
+  e->cwd_parts = parts;
   bpf_ringbuf_submit(e, 0);
   return 0;
 }

@@ -292,6 +292,7 @@ TEST_F(Kmd, OnlyRootOrTheGroupMayUseKmd) {
 TEST_F(Kmd, EveryCommandIsRecordedHoweverItIsStarted) {
   std::string id = create();
   ASSERT_EQ(km({"exec", id, "--", "sh", "-c", "ls /workspace >/dev/null; bash -c 'echo hi-from-bash' >/dev/null"}).status, 0);
+  ASSERT_EQ(km({"exec", id, "--", "sh", "-c", "mkdir -p /workspace/a/b && cd /workspace/a/b && true marker-cwd"}).status, 0);
   auto commands = [&] {
     std::vector<std::vector<std::string>> out;
     auto r = km({"-o", "json", "audit", id, "--kind", "exec", "-n", "1000"});
@@ -302,6 +303,10 @@ TEST_F(Kmd, EveryCommandIsRecordedHoweverItIsStarted) {
       out.push_back(e["argv"].get<std::vector<std::string>>());
       if (e["argv"][0] == "ls") {
         EXPECT_EQ(e["uid"], 1000);  // the sandbox user, as seen inside
+        EXPECT_EQ(e["cwd"], "/workspace");  // as the sandbox sees it, not the host's path
+      }
+      if (e["argv"].size() == 3 && e["argv"][2].get<std::string>().find("marker-cwd") != std::string::npos) {
+        EXPECT_EQ(e["cwd"], "/workspace");
       }
     }
     return out;

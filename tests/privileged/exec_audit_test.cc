@@ -90,7 +90,7 @@ TEST_F(ExecAuditTest, RecordsCommandsOfWatchedCgroupsOnly) {
   ASSERT_TRUE(a) << a.error().to_string();
   audit_ = std::move(*a);
   ASSERT_TRUE(audit_->watch(cgid_));
-  pid_t watched = run({"/bin/sh", "-c", "/bin/echo from-the-sandbox one two; true"}, true);
+  pid_t watched = run({"/bin/sh", "-c", "cd /usr/share && /bin/echo from-the-sandbox one two; true"}, true);
   pid_t outside = run({"/bin/echo", "from-outside"}, false);
   auto events = drain();
   bool saw_sh = false, saw_echo = false;
@@ -103,6 +103,7 @@ TEST_F(ExecAuditTest, RecordsCommandsOfWatchedCgroupsOnly) {
       saw_echo = true;
       EXPECT_EQ(e.ppid, static_cast<uint32_t>(watched));  // started by the shell
       EXPECT_EQ(e.filename, "/bin/echo");
+      EXPECT_EQ(e.cwd, "/usr/share");  // the working directory at exec
     }
   }
   EXPECT_TRUE(saw_sh);

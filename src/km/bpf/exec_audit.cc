@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstdarg>
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 
@@ -74,6 +75,13 @@ Result<ExecEvent> decode_exec_event(const void* data, size_t size) {
   }
   if (start < len) e.argv.emplace_back(raw.args + start, len - start);  // cut mid-argument
   e.truncated = raw.args_truncated != 0 || start < len;
+  uint32_t parts = std::min<uint32_t>(raw.cwd_parts, KM_EXEC_CWD_PARTS);
+  for (uint32_t i = parts; i-- > 0;) {
+    e.cwd += "/";
+    e.cwd.append(raw.cwd[i], strnlen(raw.cwd[i], KM_EXEC_CWD_PART_MAX));
+  }
+  if (e.cwd.empty()) e.cwd = "/";
+  if (raw.cwd_truncated) e.cwd = "..." + e.cwd;
   return e;
 }
 

@@ -25,6 +25,7 @@ struct ExecEvent {
   std::string comm, filename;
   std::vector<std::string> argv;
   bool truncated = false;
+  std::string cwd;  // as the process sees it; "..." first when deeper than the bound
 };
 
 // Decodes one ring-buffer record; an error for a record of the wrong size.

@@ -166,7 +166,7 @@ void Service::record_commands() {
       return host >= who.uid_base && host < who.uid_base + sandbox::kIdRange ? int64_t{host - who.uid_base} : -1;
     };
     Json line{{"ts", log::utc_timestamp_now()}, {"sandbox", who.id}, {"kind", "exec"}, {"pid", e.pid}, {"ppid", e.ppid},
-              {"uid", inside(e.uid)}, {"gid", inside(e.gid)}, {"filename", e.filename}, {"argv", e.argv}, {"comm", e.comm}};
+              {"uid", inside(e.uid)}, {"gid", inside(e.gid)}, {"filename", e.filename}, {"argv", e.argv}, {"comm", e.comm}, {"cwd", e.cwd}};
     if (e.truncated) line["truncated"] = true;
     std::string text = line.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
     std::string dir = sandbox::sandbox_dir(layout_, who.id) + "/audit";

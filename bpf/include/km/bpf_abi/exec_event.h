@@ -6,6 +6,8 @@
 #define KM_EXEC_ARGS_MAX 512
 #define KM_EXEC_FILENAME_MAX 256
 #define KM_EXEC_COMM_MAX 16
+#define KM_EXEC_CWD_PARTS 16   /* path components of the working directory, innermost first */
+#define KM_EXEC_CWD_PART_MAX 32
 
 struct km_exec_event {
   __u64 cgroup_id;     /* the cgroup (v2) the process runs in */
@@ -19,8 +21,12 @@ struct km_exec_event {
   char comm[KM_EXEC_COMM_MAX];
   char filename[KM_EXEC_FILENAME_MAX];
   char args[KM_EXEC_ARGS_MAX];
+  __u32 cwd_parts;      /* components filled in cwd (innermost first) */
+  __u32 cwd_truncated;  /* 1 when the directory is deeper than KM_EXEC_CWD_PARTS */
+  char cwd[KM_EXEC_CWD_PARTS][KM_EXEC_CWD_PART_MAX];
 };
 
-#define KM_EXEC_EVENT_SIZE (8 + 8 + 6 * 4 + KM_EXEC_COMM_MAX + KM_EXEC_FILENAME_MAX + KM_EXEC_ARGS_MAX)
+#define KM_EXEC_EVENT_SIZE \
+  (8 + 8 + 6 * 4 + KM_EXEC_COMM_MAX + KM_EXEC_FILENAME_MAX + KM_EXEC_ARGS_MAX + 8 + KM_EXEC_CWD_PARTS * KM_EXEC_CWD_PART_MAX)
 
 #endif
