@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "egress.skel.h"
+#include "km/bpf/exec_audit.h"
 #include "km/bpf_abi/egress.h"
 
 namespace km::bpf {
@@ -24,8 +25,10 @@ static_assert(sizeof(km_allow) == KM_ALLOW_SIZE, "km_allow layout");
 namespace {
 
 Error bpf_failure(const std::string& what, int err) {
-  return Error::from_errno(what, err < 0 ? -err : err)
-      .with_hint("kernel egress enforcement needs cgroup BPF (sock_addr, sockops, cgroup_skb), LPM tries and ring buffers");
+  Error e = Error::from_errno(what, err < 0 ? -err : err);
+  std::string log = take_libbpf_log();  // the verifier's say, when a load failed
+  if (!log.empty()) e = Error(ErrorCode::kUnavailable, e.to_string() + "\n" + log);
+  return std::move(e).with_hint("kernel egress enforcement needs cgroup BPF (sock_addr, sockops, cgroup_skb), LPM tries and ring buffers");
 }
 
 uint32_t be32(const std::array<uint8_t, 4>& a) {
@@ -59,6 +62,7 @@ Result<EgressEvent> decode_egress_event(const void* data, size_t size) {
 }
 
 Result<std::unique_ptr<EgressPrograms>> EgressPrograms::load(const EgressSettings& s) {
+  capture_libbpf_log();
   std::unique_ptr<EgressPrograms> p(new EgressPrograms());
   p->skel_ = egress__open();
   if (!p->skel_) return fail(bpf_failure("opening the egress programs", errno));

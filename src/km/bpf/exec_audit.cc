@@ -39,12 +39,24 @@ int capture(enum libbpf_print_level level, const char* fmt, va_list args) {
   return 0;
 }
 
-Error bpf_error(const std::string& what, int err) {
+}  // namespace
+
+void capture_libbpf_log() {
+  static std::once_flag once;
+  std::call_once(once, [] { libbpf_set_print(capture); });
+}
+
+std::string take_libbpf_log() {
   std::string tail;
-  {
-    std::lock_guard<std::mutex> g(log_mu);
-    tail.swap(log_tail);
-  }
+  std::lock_guard<std::mutex> g(log_mu);
+  tail.swap(log_tail);
+  return tail;
+}
+
+namespace {
+
+Error bpf_error(const std::string& what, int err) {
+  std::string tail = take_libbpf_log();
   Error e = Error::from_errno(what, err < 0 ? -err : err);
   if (!tail.empty()) e = Error(ErrorCode::kUnavailable, e.to_string() + "\n" + tail);
   return std::move(e).with_hint("the exec audit needs BPF ring buffers and raw tracepoints (Linux 5.8+) and root");
@@ -86,8 +98,7 @@ Result<ExecEvent> decode_exec_event(const void* data, size_t size) {
 }
 
 Result<std::unique_ptr<ExecAudit>> ExecAudit::open(const std::string& pin_dir) {
-  static std::once_flag once;
-  std::call_once(once, [] { libbpf_set_print(capture); });
+  capture_libbpf_log();
   std::unique_ptr<ExecAudit> a(new ExecAudit());
   std::string link = pin_dir + "/exec_link", watched = pin_dir + "/exec_watched", events = pin_dir + "/exec_events",
               lost = pin_dir + "/exec_lost";

@@ -68,4 +68,9 @@ Result<uint64_t> cgroup_id(const std::string& v2_dir);
 // Makes `dir` a bpffs mount (mounting one if it is not), for pins.
 Status ensure_bpffs(const std::string& dir);
 
+// libbpf's diagnostics (the verifier log among them) are kept from the first load on; this
+// returns and clears what was kept, for error messages.
+void capture_libbpf_log();
+std::string take_libbpf_log();
+
 }  // namespace km::bpf
