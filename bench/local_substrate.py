@@ -178,6 +178,17 @@ def main():
         k.stop()
         subprocess.run(["umount", "-l", os.path.join(root, "run", "bpf")], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+        # kmd's cgroup directories (beneath this process's, in every hierarchy it used).
+        name = "km-bench-%d" % os.getpid()
+        for top in os.listdir("/sys/fs/cgroup"):
+            for dirpath, dirnames, _ in os.walk(os.path.join("/sys/fs/cgroup", top), topdown=False):
+                if os.path.basename(dirpath) == name or ("/%s/" % name) in dirpath + "/":
+                    try:
+                        os.rmdir(dirpath)
+                    except OSError:
+                        pass
+                if dirpath.count("/") > 6:
+                    dirnames[:] = []
 
 if __name__ == "__main__":
     main()
