@@ -181,14 +181,12 @@ def main():
         # kmd's cgroup directories (beneath this process's, in every hierarchy it used).
         name = "km-bench-%d" % os.getpid()
         for top in os.listdir("/sys/fs/cgroup"):
-            for dirpath, dirnames, _ in os.walk(os.path.join("/sys/fs/cgroup", top), topdown=False):
-                if os.path.basename(dirpath) == name or ("/%s/" % name) in dirpath + "/":
+            for dirpath, _, _ in os.walk(os.path.join("/sys/fs/cgroup", top), topdown=False):
+                if ("/%s/" % name) in dirpath + "/":
                     try:
-                        os.rmdir(dirpath)
+                        os.rmdir(dirpath)  # children first (bottom-up walk)
                     except OSError:
                         pass
-                if dirpath.count("/") > 6:
-                    dirnames[:] = []
 
 if __name__ == "__main__":
     main()
