@@ -283,6 +283,40 @@ TEST_F(Kmd, KillNineAtRandomPointsLeavesNoOrphans) {
   }
 }
 
+TEST_F(Kmd, LargeListingsArriveWhole) {
+  // 3,000 stopped sandboxes written into the store while kmd is down: a listing larger than
+  // what kmd sends inline (it comes in a memory file).
+  stop_kmd(SIGTERM);
+  std::string py =
+      "import sqlite3, time\n"
+      "db = sqlite3.connect('" + root_ + "/state/km.db'); now = int(time.time())\n"
+      "rows = [('sb-%08x' % i, None, i + 1, i + 100000, 'quickstart', 'x', 'stopped', 'tab\\there', now, 0, 0, 0, 'destroy', 0, now, 0, 0, 0, 0, '') for i in range(3000)]\n"
+      "db.executemany('INSERT INTO sandboxes (id, alias, number, slot, profile_name, profile_yaml, state, reason, created_at, expires_at, "
+      "idle_timeout, max_lifetime, teardown_policy, locked, last_activity, ttl_warned, idle_warned, pid, pid_start, cloned_from) "
+      "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)', rows)\n"
+      "db.commit()\n";
+  ASSERT_EQ(run({"/usr/bin/python3", "-c", py}).status, 0);
+  start_kmd();
+  auto text = km({"list"});
+  ASSERT_EQ(text.status, 0) << text.err;
+  EXPECT_EQ(std::count(text.out.begin(), text.out.end(), '\n'), 3001);
+  auto json = Json::parse(km({"-o", "json", "list"}).out, nullptr, false);
+  ASSERT_TRUE(json.is_array());
+  ASSERT_EQ(json.size(), 3000u);
+  EXPECT_EQ(json[2999]["id"], "sb-00000bb7");
+  EXPECT_EQ(json[2999]["number"], 3000);
+  EXPECT_EQ(json[0]["reason"], "tab\there");  // escaped and restored
+  EXPECT_EQ(json[0]["locked"], false);
+  // Take the records out again (they own nothing), so tear-down need not destroy 3,000.
+  stop_kmd(SIGTERM);
+  ASSERT_EQ(run({"/usr/bin/python3", "-c",
+                 "import sqlite3\ndb = sqlite3.connect('" + root_ + "/state/km.db')\n"
+                 "db.execute(\"DELETE FROM sandboxes WHERE id LIKE 'sb-%'\"); db.commit()\n"})
+                .status,
+            0);
+  start_kmd();
+}
+
 TEST_F(Kmd, OnlyRootOrTheGroupMayUseKmd) {
   auto r = run({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", KM_BIN, "list"}, {{"KM_SOCKET", socket_}});
   EXPECT_EQ(r.status, 1);

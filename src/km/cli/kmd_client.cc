@@ -1,5 +1,7 @@
 #include "km/cli/kmd_client.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 
 #include "km/sys/unix_socket.h"
@@ -40,6 +42,20 @@ Result<Json> KmdClient::receive() {
   auto m = sys::recv_message(fd_.get());
   if (!m) return fail(Error(ErrorCode::kUnavailable, "kmd closed the connection"));
   Json r = Json::parse(m->data, nullptr, false);
+  if (r.is_object() && r.contains("rows_in_fd") && !m->fds.empty()) {
+    // A large listing came in a memory file (see the server): read it back in place.
+    size_t size = r["rows_in_fd"].get<size_t>();
+    if (size > (size_t{1} << 30)) return fail(ErrorCode::kInvalidArgument, "kmd sent an oversized listing");
+    std::string rows(size, '\0');
+    size_t off = 0;
+    while (off < size) {
+      ssize_t n = ::pread(m->fds[0].get(), rows.data() + off, size - off, static_cast<off_t>(off));
+      if (n <= 0) return fail(Error::from_errno("reading kmd's listing"));
+      off += static_cast<size_t>(n);
+    }
+    r.erase("rows_in_fd");
+    r["rows"] = std::move(rows);
+  }
   return reply_or_error(r);
 }
 

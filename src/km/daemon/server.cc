@@ -1,5 +1,8 @@
 #include "km/daemon/server.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
@@ -54,7 +57,27 @@ void Server::connection(UniqueFd conn) {
     } else {
       reply = service_.handle(req, msg->fds, conn.get());
     }
-    if (!sys::send_message(conn.get(), reply.dump(-1, ' ', false, Json::error_handler_t::replace))) return;
+    // A large listing travels in a memory file passed with the reply, not as a JSON string (no
+    // escaping on one side and unescaping on the other).
+    std::vector<int> out_fds;
+    UniqueFd rows_fd;
+    if (reply.is_object() && reply.contains("rows") && reply["rows"].is_string() &&
+        reply["rows"].get_ref<const std::string&>().size() > 65536) {
+      const std::string& rows = reply["rows"].get_ref<const std::string&>();
+      rows_fd = UniqueFd(::memfd_create("km-rows", MFD_CLOEXEC));
+      size_t off = 0;
+      while (rows_fd && off < rows.size()) {
+        ssize_t n = ::write(rows_fd.get(), rows.data() + off, rows.size() - off);
+        if (n <= 0) break;
+        off += static_cast<size_t>(n);
+      }
+      if (rows_fd && off == rows.size()) {
+        reply.erase("rows");
+        reply["rows_in_fd"] = off;
+        out_fds.push_back(rows_fd.get());
+      }
+    }
+    if (!sys::send_message(conn.get(), reply.dump(-1, ' ', false, Json::error_handler_t::replace), out_fds)) return;
   }
 }
 
