@@ -124,6 +124,10 @@ Result<std::unique_ptr<ExecAudit>> ExecAudit::open(const std::string& pin_dir) {
     a->watched_ = UniqueFd(::fcntl(bpf_map__fd(a->skel_->maps.watched), F_DUPFD_CLOEXEC, 3));
     a->events_ = UniqueFd(::fcntl(bpf_map__fd(a->skel_->maps.events), F_DUPFD_CLOEXEC, 3));
     a->lost_ = UniqueFd(::fcntl(bpf_map__fd(a->skel_->maps.lost), F_DUPFD_CLOEXEC, 3));
+    // The pins hold the program and its maps now; letting the loader go frees the kernel BTF
+    // libbpf parsed for the load (megabytes of kmd's memory).
+    exec_audit__destroy(a->skel_);
+    a->skel_ = nullptr;
   }
   a->rb_ = ring_buffer__new(a->events_.get(), &ExecAudit::on_record, a.get(), nullptr);
   if (!a->rb_) return fail(bpf_error("opening the exec audit ring buffer", errno));
