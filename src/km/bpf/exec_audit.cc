@@ -1,6 +1,7 @@
 #include "km/bpf/exec_audit.h"
 
 #include <bpf/bpf.h>
+#include <malloc.h>
 #include <bpf/libbpf.h>
 #include <linux/types.h>
 #include <sys/mount.h>
@@ -128,6 +129,7 @@ Result<std::unique_ptr<ExecAudit>> ExecAudit::open(const std::string& pin_dir) {
     // libbpf parsed for the load (megabytes of kmd's memory).
     exec_audit__destroy(a->skel_);
     a->skel_ = nullptr;
+    ::malloc_trim(0);  // and give those pages back to the system
   }
   a->rb_ = ring_buffer__new(a->events_.get(), &ExecAudit::on_record, a.get(), nullptr);
   if (!a->rb_) return fail(bpf_error("opening the exec audit ring buffer", errno));
