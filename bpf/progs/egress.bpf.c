@@ -71,6 +71,16 @@ struct {
   __type(value, __u64);
 } port_cookie SEC(".maps");
 
+// Sockets whose destination connect() already allowed: the per-packet backstop lets their
+// packets through without another allowlist lookup (and an established connection outlives
+// the eviction of its address, as it should: connect() is the gate).
+struct {
+  __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
+  __type(value, __u32);
+} vetted SEC(".maps");
+
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
   __uint(max_entries, 4 << 20);  // about 50,000 events of backlog
@@ -152,11 +162,19 @@ static __always_inline void stash(struct bpf_sock_addr *ctx, int family, const v
   bpf_map_update_elem(&orig_dst, &cookie, &o, BPF_ANY);
 }
 
+static __always_inline void mark_vetted(struct bpf_sock_addr *ctx) {
+  struct bpf_sock *sk = ctx->sk;
+  if (!sk) return;
+  __u32 *v = bpf_sk_storage_get(&vetted, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+  if (v) *v = 1;
+}
+
 SEC("cgroup/connect4")
 int km_connect4(struct bpf_sock_addr *ctx) {
   __u32 ip = ctx->user_ip4;
   __u16 port = bpf_ntohs((__u16)ctx->user_port);
   int v = decide4(ip, port, ctx->type == SOCK_STREAM);
+  if (v == 1) mark_vetted(ctx);
   if (v == 2) {
     ctx->user_ip4 = dns_ip4;
     ctx->user_port = dns_port;
@@ -182,6 +200,7 @@ int km_connect6(struct bpf_sock_addr *ctx) {
   if (is_mapped(w)) {
     __u32 ip = w[3];
     int v = decide4(ip, port, ctx->type == SOCK_STREAM);
+    if (v == 1) mark_vetted(ctx);
     if (v == 2) {
       ctx->user_ip6[3] = dns_ip4;
       ctx->user_port = dns_port;
@@ -200,7 +219,10 @@ int km_connect6(struct bpf_sock_addr *ctx) {
   // The enforcer listens on IPv4 only: IPv6 DNS and inspected IPv6 are refused (clients fall
   // back to IPv4); other IPv6 needs an allowlist entry.
   struct km_allow *a = port == 53 ? 0 : lookup6(w);
-  if (a && port_ok(a, port) && !(a->flags & KM_ALLOW_REDIRECT)) return 1;
+  if (a && port_ok(a, port) && !(a->flags & KM_ALLOW_REDIRECT)) {
+    mark_vetted(ctx);
+    return 1;
+  }
   emit(KM_EV_DENY_CONNECT, AF_INET6, w, port, ctx->protocol, 1);
   return 0;
 }
@@ -286,6 +308,14 @@ int km_sockops(struct bpf_sock_ops *skops) {
 
 SEC("cgroup_skb/egress")
 int km_skb_egress(struct __sk_buff *skb) {
+  struct bpf_sock *sk = skb->sk;
+  if (sk) {
+    sk = bpf_sk_fullsock(sk);
+    if (sk) {
+      __u32 *v = bpf_sk_storage_get(&vetted, sk, 0, 0);
+      if (v && *v == 1) return 1;
+    }
+  }
   if (skb->protocol == bpf_htons(ETH_P_IP)) {
     struct iphdr ip;
     if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0) return 0;

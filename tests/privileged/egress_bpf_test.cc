@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -165,6 +166,47 @@ TEST_F(EgressBpf, AllowedOnlyWhileTheAllowlistSaysSo) {
   ASSERT_TRUE(progs_->remove(AF_INET, v4("127.0.0.2"), 32));
   ASSERT_TRUE(progs_->allow(net));
   EXPECT_EQ(in_sandbox(connect_tcp), 0);
+}
+
+TEST_F(EgressBpf, AConnectionAllowedAtConnectOutlivesItsEntry) {
+  auto srv = listener(AF_INET, SOCK_STREAM, "127.0.0.2", 8085);
+  ASSERT_TRUE(progs_->allow(entry("127.0.0.2")));
+  int go[2], done[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(done), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fd = ::open((cgroup_ + "/cgroup.procs").c_str(), O_WRONLY);
+    if (fd < 0 || ::write(fd, "0", 1) != 1) _exit(250);
+    ::close(fd);
+    int s = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(8085);
+    inet_pton(AF_INET, "127.0.0.2", &sa.sin_addr);
+    if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) _exit(1);
+    (void)!::write(done[1], "c", 1);
+    char c;
+    (void)!::read(go[0], &c, 1);  // the entry is gone now
+    _exit(::write(s, "after-eviction", 14) == 14 ? 0 : 2);
+  }
+  char c;
+  ASSERT_EQ(::read(done[0], &c, 1), 1);
+  UniqueFd conn(::accept4(srv.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(conn);
+  ASSERT_TRUE(progs_->remove(AF_INET, v4("127.0.0.2"), 32));
+  (void)!::write(go[1], "g", 1);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  char buf[32] = {};
+  timeval tv{2, 0};
+  ::setsockopt(conn.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  EXPECT_EQ(::recv(conn.get(), buf, sizeof buf, MSG_WAITALL), 14);
+  EXPECT_EQ(std::string(buf, 14), "after-eviction");
+  // A new connection is refused.
+  EXPECT_EQ(in_sandbox([] { return try_connect(AF_INET, SOCK_STREAM, "127.0.0.2", 8085); }), EPERM);
+  for (int f : {go[0], go[1], done[0], done[1]}) ::close(f);
 }
 
 TEST_F(EgressBpf, PortsOfAnEntryAreEnforced) {
