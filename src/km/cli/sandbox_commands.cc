@@ -230,6 +230,17 @@ int cmd_audit(const GlobalOptions& g, const std::string& ref, const std::string&
         what.clear();
         for (const auto& a : e.value("argv", Json::array())) what += (what.empty() ? "" : " ") + (a.is_string() ? a.get<std::string>() : "");
         if (e.value("truncated", false)) what += " ...";
+        // One line per command in the table: control characters shown escaped, long ones cut
+        // (-o json has them whole).
+        std::string shown;
+        for (char c : what) {
+          if (c == '\n') shown += "\\n";
+          else if (c == '\t') shown += "\\t";
+          else if (static_cast<unsigned char>(c) < 0x20) shown += '?';
+          else shown += c;
+        }
+        if (shown.size() > 100) shown = shown.substr(0, 97) + "...";
+        what = std::move(shown);
         why = "pid " + std::to_string(e.value("pid", 0)) + " ppid " + std::to_string(e.value("ppid", 0)) + " uid " +
               std::to_string(e.value("uid", -1));
       }
