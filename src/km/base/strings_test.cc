@@ -57,3 +57,16 @@ TEST(Strings, QuotedNeverSplitsACharacterAndEscapesBadBytes) {
 
 }  // namespace
 }  // namespace km
+
+namespace km {
+namespace {
+
+TEST(Strings, EqualsIgnoreCase) {
+  EXPECT_TRUE(equals_ignore_case("Content-Length", "content-length"));
+  EXPECT_FALSE(equals_ignore_case("Host", "Hosts"));
+  EXPECT_FALSE(equals_ignore_case("a", "b"));
+  EXPECT_TRUE(equals_ignore_case("", ""));
+}
+
+}  // namespace
+}  // namespace km

@@ -215,15 +215,6 @@ Result<int> EgressPrograms::poll_events(int timeout_ms, const std::function<void
   return delivered_;
 }
 
-uint64_t EgressPrograms::lost() const {
-  int cpus = libbpf_num_possible_cpus();
-  if (cpus <= 0) return 0;
-  std::vector<__u64> per_cpu(static_cast<size_t>(cpus));
-  __u32 zero = 0;
-  if (bpf_map__lookup_elem(skel_->maps.egress_lost, &zero, sizeof zero, per_cpu.data(), per_cpu.size() * sizeof(__u64), 0) != 0) return 0;
-  uint64_t sum = 0;
-  for (auto v : per_cpu) sum += v;
-  return sum;
-}
+uint64_t EgressPrograms::lost() const { return sum_percpu_counter(bpf_map__fd(skel_->maps.egress_lost)); }
 
 }  // namespace km::bpf

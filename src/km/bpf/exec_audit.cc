@@ -176,16 +176,18 @@ Result<int> ExecAudit::poll(int timeout_ms, const std::function<void(const ExecE
   return delivered_;
 }
 
-uint64_t ExecAudit::lost() const {
+uint64_t sum_percpu_counter(int map_fd) {
   int cpus = libbpf_num_possible_cpus();
   if (cpus <= 0) return 0;
   std::vector<__u64> per_cpu(static_cast<size_t>(cpus));
   __u32 zero = 0;
-  if (bpf_map_lookup_elem(lost_.get(), &zero, per_cpu.data()) != 0) return 0;
+  if (bpf_map_lookup_elem(map_fd, &zero, per_cpu.data()) != 0) return 0;
   uint64_t sum = 0;
   for (auto v : per_cpu) sum += v;
   return sum;
 }
+
+uint64_t ExecAudit::lost() const { return sum_percpu_counter(lost_.get()); }
 
 Status ExecAudit::unpin(const std::string& pin_dir) {
   for (const char* n : {"/exec_link", "/exec_watched", "/exec_events", "/exec_lost"}) {

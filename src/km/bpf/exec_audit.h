@@ -73,4 +73,7 @@ Status ensure_bpffs(const std::string& dir);
 void capture_libbpf_log();
 std::string take_libbpf_log();
 
+// The sum over CPUs of a one-entry per-CPU array of counters (the programs' lost events).
+uint64_t sum_percpu_counter(int map_fd);
+
 }  // namespace km::bpf

@@ -96,14 +96,13 @@ Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shar
   // Pins of kernel enforcement and of the exec audit live on a bpffs under the runtime
   // directory; a profile that needs them fails at creation if there is none.
   ::mkdir(config.runtime_dir.c_str(), 0755);
-  if (bpf::ensure_bpffs(config.runtime_dir + "/bpf")) lc.bpf_dir = config.runtime_dir + "/bpf";
+  std::string pins = config.runtime_dir + "/bpf";
+  Status fs = bpf::ensure_bpffs(pins);
+  if (fs) lc.bpf_dir = pins;
   if (config.exec_audit) {
     // Loaded once per host and pinned under the runtime directory, so that it keeps recording
     // while kmd is down. If it cannot be loaded, kmd still starts (to manage what exists) but
     // refuses to create sandboxes, naming the reason.
-    std::string pins = config.runtime_dir + "/bpf";
-    ::mkdir(config.runtime_dir.c_str(), 0755);
-    Status fs = bpf::ensure_bpffs(pins);
     auto audit = fs ? bpf::ExecAudit::open(pins) : Result<std::unique_ptr<bpf::ExecAudit>>(fail(fs.error()));
     if (audit) {
       s->exec_audit_ = std::move(*audit);

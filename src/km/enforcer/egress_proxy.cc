@@ -8,6 +8,7 @@
 
 #include <chrono>
 
+#include "km/base/strings.h"
 #include "km/enforcer/kernel_gate.h"
 #include "km/proxy/http_head.h"
 #include "km/proxy/tls_hello.h"
@@ -50,13 +51,6 @@ tcp::endpoint endpoint_of(const IpAddress& a, uint16_t port) {
   return {asio::ip::address_v6(b), port};
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
-  }
-  return true;
-}
 
 std::string json_403(const std::string& host, uint16_t port, const Decision& d) {
   nlohmann::json body{{"error", "egress_denied"},
@@ -143,7 +137,7 @@ class RequestStream {
     }
     // Framing a server might read differently: bodies where none belong, codings besides
     // exactly "chunked".
-    if (auto te = head.header("transfer-encoding"); te && !iequals(*te, "chunked")) {
+    if (auto te = head.header("transfer-encoding"); te && !equals_ignore_case(*te, "chunked")) {
       return fail(ErrorCode::kPermissionDenied, "Transfer-Encoding other than chunked");
     }
     if ((head.method == "GET" || head.method == "HEAD" || head.method == "OPTIONS" || head.method == "TRACE") &&
@@ -171,7 +165,7 @@ class RequestStream {
   static std::string rewrite(const http::RequestHead& head, const std::string& path) {
     std::string out = head.method + " " + path + " HTTP/1." + std::to_string(head.minor_version) + "\r\n";
     for (const auto& h : head.headers) {
-      if (iequals(h.name, "proxy-connection") || iequals(h.name, "proxy-authorization")) continue;
+      if (equals_ignore_case(h.name, "proxy-connection") || equals_ignore_case(h.name, "proxy-authorization")) continue;
       out += h.name + ": " + h.value + "\r\n";
     }
     return out + "\r\n";

@@ -16,7 +16,7 @@
 
 #include "km/base/file.h"
 #include "km/base/log.h"
-#include "km/base/strings.h"
+#include "km/sys/process.h"
 #include "km/enforcer/audit.h"
 #include "km/enforcer/dns_service.h"
 #include "km/enforcer/egress_proxy.h"
@@ -74,12 +74,7 @@ Status run(const Config& config) {
   if (!config.pid_file.empty()) {
     // Recorded before kmd is told it is ready: a kmd that dies before then takes this process
     // with it (parent-death signal), and one that dies after finds it by this record.
-    std::string stat = read_file("/proc/self/stat", 8192).value_or("");
-    size_t close = stat.rfind(')');
-    std::vector<std::string> fields;
-    if (close != std::string::npos) fields = split(stat.substr(close + 2), ' ');
-    std::string start = fields.size() > 19 ? fields[19] : "0";
-    KM_TRY(write_file_atomic(config.pid_file, std::to_string(::getpid()) + " " + start + "\n", 0600));
+    KM_TRY(sys::write_process_record(config.pid_file, {::getpid(), sys::process_start_time(::getpid())}));
   }
   ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
   if (config.run_as_uid != 0) {

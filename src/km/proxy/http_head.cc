@@ -41,12 +41,6 @@ uint64_t hex_value(char c) {
   return static_cast<uint64_t>(c - 'A' + 10);
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
-           return lower(x) == lower(y);
-         });
-}
 
 std::string_view trim_ows(std::string_view s) {
   while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
@@ -120,7 +114,7 @@ Status parse_header_line(std::string_view line, RequestHead& head) {
       return invalid("value of header " + quoted(name) + " contains " + what);
     }
   }
-  if (iequals(name, "host") && head.count("host") > 0) return invalid("more than one Host header");
+  if (equals_ignore_case(name, "host") && head.count("host") > 0) return invalid("more than one Host header");
   head.headers.push_back(Header{std::string(name), std::string(value)});
   return ok();
 }
@@ -140,14 +134,14 @@ Result<uint16_t> parse_port(std::string_view s) {
 
 std::optional<std::string_view> RequestHead::header(std::string_view name) const {
   for (const Header& h : headers) {
-    if (iequals(h.name, name)) return std::string_view(h.value);
+    if (equals_ignore_case(h.name, name)) return std::string_view(h.value);
   }
   return std::nullopt;
 }
 
 size_t RequestHead::count(std::string_view name) const {
   return static_cast<size_t>(
-      std::count_if(headers.begin(), headers.end(), [&](const Header& h) { return iequals(h.name, name); }));
+      std::count_if(headers.begin(), headers.end(), [&](const Header& h) { return equals_ignore_case(h.name, name); }));
 }
 
 Result<std::optional<RequestHead>> parse_request_head(std::string_view buf, size_t max_size) {
@@ -295,7 +289,7 @@ Result<BodyFraming> request_body_framing(const RequestHead& head) {
   std::vector<std::string_view> codings;
   uint64_t length = 0;
   for (const Header& h : head.headers) {
-    if (iequals(h.name, "transfer-encoding")) {
+    if (equals_ignore_case(h.name, "transfer-encoding")) {
       has_te = true;
       for (std::string_view coding : split_list(h.value)) {
         // An empty element or a parameter is where peers' readings of the final coding diverge.
@@ -304,7 +298,7 @@ Result<BodyFraming> request_body_framing(const RequestHead& head) {
         }
         codings.push_back(coding);
       }
-    } else if (iequals(h.name, "content-length")) {
+    } else if (equals_ignore_case(h.name, "content-length")) {
       for (std::string_view v : split_list(h.value)) {
         if (v.empty() || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; })) {
           return invalid("Content-Length " + quoted(v, 24) + " is not a number");
@@ -328,11 +322,11 @@ Result<BodyFraming> request_body_framing(const RequestHead& head) {
       return invalid("Transfer-Encoding in an HTTP/1.0 request");
     }
     if (has_cl) return invalid("both Transfer-Encoding and Content-Length");
-    if (!iequals(codings.back(), "chunked")) {
+    if (!equals_ignore_case(codings.back(), "chunked")) {
       return invalid("final Transfer-Encoding " + quoted(codings.back(), 24) + " is not chunked");
     }
     for (size_t i = 0; i + 1 < codings.size(); ++i) {
-      if (iequals(codings[i], "chunked")) return invalid("Transfer-Encoding applies chunked more than once");
+      if (equals_ignore_case(codings[i], "chunked")) return invalid("Transfer-Encoding applies chunked more than once");
     }
     return BodyFraming{BodyFraming::kChunked, 0};
   }

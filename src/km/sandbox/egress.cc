@@ -24,8 +24,6 @@
 
 namespace km::sandbox {
 
-uint64_t process_start_time(pid_t pid);  // launcher.cc
-
 std::string link_ruleset(const NetSpec& net) {
   std::string peer = net.peer_address;
   std::string dns = std::to_string(kEnforcerDnsPort);
@@ -214,7 +212,7 @@ Result<EnforcerProcess> spawn_enforcer(const std::string& exe, const std::string
     ::_exit(127);
   }
   ready_w.reset();
-  EnforcerProcess p{pid, process_start_time(pid)};
+  EnforcerProcess p{pid, sys::process_start_time(pid)};
   // Reap it if it ends while this kmd lives; after a kmd restart, init does.
   std::thread([pid] { ::waitpid(pid, nullptr, 0); }).detach();
   pollfd pfd{ready_r.get(), POLLIN, 0};
@@ -224,41 +222,10 @@ Result<EnforcerProcess> spawn_enforcer(const std::string& exe, const std::string
   } while (n < 0 && errno == EINTR);
   char byte = 0;
   if (n == 1 && ::read(ready_r.get(), &byte, 1) == 1 && byte == '1') return p;
-  kill_process(p);
+  sys::kill_process(p);
   return fail(Error(ErrorCode::kUnavailable, n == 0 ? "the enforcer did not become ready within 10 s"
                                                     : "the enforcer exited while starting")
                   .with_hint("see the sandbox's enforcer.log"));
-}
-
-Status write_process_file(const std::string& path, const EnforcerProcess& p) {
-  return write_file_atomic(path, std::to_string(p.pid) + " " + std::to_string(p.start_time) + "\n", 0600);
-}
-
-Result<EnforcerProcess> read_process_file(const std::string& path) {
-  KM_ASSIGN_OR_RETURN(std::string text, read_file(path, 4096));
-  EnforcerProcess p;
-  long long pid = 0;
-  unsigned long long st = 0;
-  if (std::sscanf(text.c_str(), "%lld %llu", &pid, &st) != 2 || pid <= 1) {
-    return fail(ErrorCode::kInvalidArgument, path + ": not a process record");
-  }
-  p.pid = static_cast<pid_t>(pid);
-  p.start_time = st;
-  return p;
-}
-
-bool process_alive(const EnforcerProcess& p) {
-  return p.pid > 1 && process_start_time(p.pid) == p.start_time && p.start_time != 0;
-}
-
-void kill_process(const EnforcerProcess& p) {
-  if (!process_alive(p)) return;
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0));
-  if (pidfd < 0) return;
-  UniqueFd owned(pidfd);
-  if (!process_alive(p)) return;  // the pidfd now pins the right process, or a newer one
-  ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
-  for (int i = 0; i < 200 && process_alive(p); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
 }
 
 }  // namespace km::sandbox

@@ -17,6 +17,7 @@
 #include "km/base/result.h"
 #include "km/base/unique_fd.h"
 #include "km/sandbox/spec.h"
+#include "km/sys/process.h"
 
 namespace km::sandbox {
 
@@ -37,10 +38,7 @@ struct EnforcerSockets {
 // Binds the enforcer's sockets to the link address inside `netns_fd`.
 Result<EnforcerSockets> open_enforcer_sockets(int netns_fd, const NetSpec& net);
 
-struct EnforcerProcess {
-  pid_t pid = 0;
-  uint64_t start_time = 0;
-};
+using EnforcerProcess = sys::ProcessRecord;
 
 // Starts `exe --config config_path` in its own session with the sockets on fds 3-5 and
 // `audit_fd` on 6, a readiness pipe on 7, the packet log on 8, stdout/stderr to `log_fd`. It is not kmd's to keep alive: it survives kmd.
@@ -48,11 +46,5 @@ struct EnforcerProcess {
 Result<EnforcerProcess> spawn_enforcer(const std::string& exe, const std::string& config_path, const EnforcerSockets& s,
                                        int audit_fd, int log_fd, const std::vector<int>& extra_fds = {});
 
-// "pid starttime" files, so a restarted kmd finds (and never mistakes) its enforcers.
-Status write_process_file(const std::string& path, const EnforcerProcess& p);
-Result<EnforcerProcess> read_process_file(const std::string& path);
-bool process_alive(const EnforcerProcess& p);
-// SIGKILLs the process if it is still the one recorded, and waits (bounded) until it is gone.
-void kill_process(const EnforcerProcess& p);
 
 }  // namespace km::sandbox

@@ -59,15 +59,6 @@ int nftw_remove(const char* path, const struct stat*, int, struct FTW*) {
 
 }  // namespace
 
-uint64_t process_start_time(pid_t pid) {
-  auto stat = read_file("/proc/" + std::to_string(pid) + "/stat", 8192);
-  if (!stat) return 0;
-  size_t close = stat->rfind(')');
-  if (close == std::string::npos) return 0;
-  auto fields = split(stat->substr(close + 2), ' ');
-  // After "pid (comm) ", field 3 is at index 0; starttime is field 22.
-  return fields.size() > 19 ? std::strtoull(fields[19].c_str(), nullptr, 10) : 0;
-}
 
 namespace {
 
@@ -168,7 +159,11 @@ Result<UniqueFd> Launcher::connect(const std::string& id) const { return sys::co
 bool Launcher::alive(const Started& s) const {
   if (s.pid <= 0) return false;
   if (::kill(s.pid, 0) != 0 && errno == ESRCH) return false;
-  return process_start_time(s.pid) == s.start_time;
+  return sys::process_start_time(s.pid) == s.start_time;
+}
+
+std::string Launcher::bpf_pins(const std::string& id) const {
+  return config_.bpf_dir.empty() ? "" : config_.bpf_dir + "/" + id;
 }
 
 std::string Launcher::egress_audit_path(const std::string& id) const {
@@ -215,8 +210,8 @@ Status launch_enforcer(const std::string& exe, const std::string& rdir, const st
 Result<bool> Launcher::ensure_enforcer(const std::string& id) {
   std::string rdir = runtime_dir(id);
   if (::access((rdir + "/enforcer.json").c_str(), F_OK) != 0) return false;
-  auto rec = read_process_file(rdir + "/enforcer.pid");
-  if (rec && process_alive(*rec)) return false;
+  auto rec = sys::read_process_record(rdir + "/enforcer.pid");
+  if (rec && sys::process_alive(*rec)) return false;
   KM_ASSIGN_OR_RETURN(std::string spec_text, read_file(rdir + "/link.json", 1 << 16));
   auto j = nlohmann::json::parse(spec_text, nullptr, false);
   if (!j.is_object()) return fail(ErrorCode::kInvalidArgument, rdir + "/link.json is not JSON");
@@ -226,7 +221,7 @@ Result<bool> Launcher::ensure_enforcer(const std::string& id) {
   UniqueFd netns(::open((rdir + "/netns").c_str(), O_RDONLY | O_CLOEXEC));
   if (!netns) return fail(Error::from_errno("open " + rdir + "/netns"));
   KM_TRY(launch_enforcer(config_.enforcer_path, rdir, sandbox_dir(config_.layout, id), netns.get(), net, egress_audit_path(id),
-                         config_.bpf_dir.empty() ? "" : config_.bpf_dir + "/" + id));
+                         bpf_pins(id)));
   return true;
 }
 
@@ -256,8 +251,8 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
   if (spec.net.egress && spec.net.enforcement != "proxy") {
     // Kernel enforcement: the programs are on the cgroup before anything runs in it, and pinned
     // so that they outlive this kmd and the enforcer (with an empty or stale allowlist they deny).
-    if (config_.bpf_dir.empty()) return fail(ErrorCode::kFailedPrecondition, "no bpffs directory for kernel enforcement");
-    std::string pins = config_.bpf_dir + "/" + id;
+    std::string pins = bpf_pins(id);
+    if (pins.empty()) return fail(ErrorCode::kFailedPrecondition, "no bpffs directory for kernel enforcement");
     (void)bpf::unpin_egress(pins);
     bpf::EgressSettings es;
     in_addr peer{};
@@ -351,7 +346,7 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
     if (auto s = write_file_atomic(rdir + "/link.json", link.dump(), 0600); !s) return abort_child(std::move(s).error());
     if (auto s = write_file_atomic(rdir + "/enforcer.json", enforcer_config, 0600); !s) return abort_child(std::move(s).error());
     if (auto s = launch_enforcer(config_.enforcer_path, rdir, sdir, outer->get(), spec.net, egress_audit_path(id),
-                                 config_.bpf_dir.empty() ? "" : config_.bpf_dir + "/" + id);
+                                 bpf_pins(id));
         !s) {
       return abort_child(std::move(s).error().wrap("starting the enforcer"));
     }
@@ -387,7 +382,7 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
     std::string why = r.is_object() && r.contains("error") ? r["error"].get<std::string>() : "unknown failure";
     return abort_child(Error(ErrorCode::kFailedPrecondition, why));
   }
-  Started st{static_cast<pid_t>(pid), process_start_time(static_cast<pid_t>(pid))};
+  Started st{static_cast<pid_t>(pid), sys::process_start_time(static_cast<pid_t>(pid))};
   // kmd is the init's parent until kmd restarts: reap it when it ends, so no zombie stays.
   std::thread([p = static_cast<pid_t>(pid)] { ::waitpid(p, nullptr, 0); }).detach();
   return st;
@@ -397,9 +392,9 @@ Status Launcher::stop(const std::string& id) {
   // Every step runs even if an earlier one failed (a retry finishes the rest); the first
   // error is reported.
   std::string rdir = runtime_dir(id);
-  if (auto rec = read_process_file(rdir + "/enforcer.pid")) kill_process(*rec);
+  if (auto rec = sys::read_process_record(rdir + "/enforcer.pid")) sys::kill_process(*rec);
   Status steps[] = {sys::SandboxCgroup::of(cgroups_, id).destroy(), sys::remove_pinned_netns(rdir + "/netns"),
-                    remove_tree(rdir), config_.bpf_dir.empty() ? ok() : bpf::unpin_egress(config_.bpf_dir + "/" + id)};
+                    remove_tree(rdir), bpf_pins(id).empty() ? ok() : bpf::unpin_egress(bpf_pins(id))};
   for (Status& s : steps) {
     if (!s) return s;
   }

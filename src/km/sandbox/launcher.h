@@ -54,6 +54,8 @@ class Launcher {
   Result<bool> ensure_enforcer(const std::string& id);
   // Where the enforcer appends the sandbox's egress audit events (JSON lines).
   std::string egress_audit_path(const std::string& id) const;
+  // Where the sandbox's kernel enforcement is pinned ("" without a bpffs directory).
+  std::string bpf_pins(const std::string& id) const;
   // Kills every process and releases runtime state; keeps the disk. Idempotent.
   Status stop(const std::string& id);
   // stop() plus the persistent directories. Idempotent.
@@ -75,7 +77,6 @@ class Launcher {
   sys::CgroupLayout cgroups_;
 };
 
-uint64_t process_start_time(pid_t pid);
 // Copies a sandbox directory tree (regular files, directories, symlinks), shifting owners
 // from one sandbox's id range to another's so the copy belongs to the new sandbox. Does not
 // follow symlinks; skips devices, sockets and FIFOs.
