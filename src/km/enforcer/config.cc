@@ -25,7 +25,15 @@ std::string to_json(const Config& c) {
          {"pidFile", c.pid_file},
          {"kernel", c.kernel},
          {"runAsUid", c.run_as_uid},
-         {"runAsGid", c.run_as_gid}};
+         {"runAsGid", c.run_as_gid},
+         {"mitmCaCert", c.mitm_ca_cert},
+         {"mitmCaKey", c.mitm_ca_key},
+         {"ledger", c.ledger_path},
+         {"priceTable", c.price_table},
+         {"github", c.github},
+         {"githubRepos", c.github_repos},
+         {"githubRefsSet", c.github_refs_set},
+         {"githubRefs", c.github_refs}};
   return j.dump(2);
 }
 
@@ -51,6 +59,14 @@ Result<Config> config_from_json(const std::string& text) {
     c.kernel = j.value("kernel", false);
     c.run_as_uid = j.value("runAsUid", 0u);
     c.run_as_gid = j.value("runAsGid", 0u);
+    c.mitm_ca_cert = j.value("mitmCaCert", std::string{});
+    c.mitm_ca_key = j.value("mitmCaKey", std::string{});
+    c.ledger_path = j.value("ledger", std::string{});
+    c.price_table = j.value("priceTable", std::string{});
+    c.github = j.value("github", false);
+    c.github_repos = j.value("githubRepos", std::vector<std::string>{});
+    c.github_refs_set = j.value("githubRefsSet", false);
+    c.github_refs = j.value("githubRefs", std::vector<std::string>{});
     return c;
   } catch (const Json::exception& e) {
     return fail(ErrorCode::kInvalidArgument, std::string("enforcer config: ") + e.what());

@@ -34,13 +34,22 @@ struct Config {
   proxy::EgressPolicy::Lists policy;
   std::vector<std::string> upstream_dns;  // "ip" or "ip:port"; empty: /etc/resolv.conf's
   std::string upstream_proxy;             // "" or "http://host:port"
-  std::string ca_bundle;                  // extra CA bundle for upstream TLS (later: MITM)
+  std::string ca_bundle;                  // extra CA bundle for upstream TLS, besides the system's
   uint32_t dns_ttl_floor = 600;           // seconds an allowed answer keeps its addresses open
   uint32_t max_bindings = 65536;
   std::string pid_file;                   // "pid starttime", written before ready
   bool kernel = false;                    // cgroup BPF programs gate the sandbox (ebpf, both)
   uint32_t run_as_uid = 0;                // drop to this uid/gid after start (0: stay)
   uint32_t run_as_gid = 0;
+  // L7 inspection (TLS terminated with the sandbox's own CA) of AI provider and GitHub hosts.
+  std::string mitm_ca_cert;               // PEM files; the key never enters the sandbox
+  std::string mitm_ca_key;
+  std::string ledger_path;                // the sandbox's spend ledger (store::SpendLedger)
+  std::string price_table;                // "" or kmd's price override file (meter::PriceTable JSON)
+  bool github = false;                    // sourceAccess.github is set: inspect GitHub hosts
+  std::vector<std::string> github_repos;  // allowedRepos
+  bool github_refs_set = false;           // allowedRefs given (even empty)
+  std::vector<std::string> github_refs;
 };
 
 std::string to_json(const Config& c);
