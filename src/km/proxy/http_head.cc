@@ -187,6 +187,86 @@ Result<std::optional<RequestHead>> parse_request_head(std::string_view buf, size
   return std::optional<RequestHead>(std::move(head));
 }
 
+std::optional<std::string_view> ResponseHead::header(std::string_view name) const {
+  for (const Header& h : headers) {
+    if (equals_ignore_case(h.name, name)) return std::string_view(h.value);
+  }
+  return std::nullopt;
+}
+
+size_t ResponseHead::count(std::string_view name) const {
+  return static_cast<size_t>(
+      std::count_if(headers.begin(), headers.end(), [&](const Header& h) { return equals_ignore_case(h.name, name); }));
+}
+
+Result<std::optional<ResponseHead>> parse_response_head(std::string_view buf, size_t max_size) {
+  std::string_view window = buf.substr(0, std::min(buf.size(), max_size));
+  RequestHead fields;  // header lines parse the same way in both directions
+  ResponseHead head;
+  bool have_status_line = false;
+  size_t pos = 0;
+  for (;;) {
+    size_t lf = window.find('\n', pos);
+    if (lf == std::string_view::npos) {
+      size_t cr = window.find('\r', pos);
+      if (cr != std::string_view::npos && cr + 1 < window.size()) return invalid("bare CR in response head");
+      if (buf.size() >= max_size) {
+        return fail(ErrorCode::kResourceExhausted, "response head is longer than " + std::to_string(max_size) + " bytes");
+      }
+      return std::optional<ResponseHead>();
+    }
+    if (lf == pos || window[lf - 1] != '\r') return invalid("bare LF in response head (lines must end in CRLF)");
+    std::string_view line = window.substr(pos, lf - 1 - pos);
+    if (line.find('\r') != std::string_view::npos) return invalid("bare CR in response head");
+    pos = lf + 1;
+    if (!have_status_line) {
+      // HTTP/1.x SP 3DIGIT SP reason-phrase (the reason may be empty; RFC 9112 §4).
+      if (line.size() < 12 || line.substr(0, 7) != "HTTP/1." || (line[7] != '0' && line[7] != '1') || line[8] != ' ' ||
+          !std::all_of(line.begin() + 9, line.begin() + 12, [](char c) { return c >= '0' && c <= '9'; }) ||
+          (line.size() > 12 && line[12] != ' ')) {
+        return invalid("malformed status line");
+      }
+      head.minor_version = line[7] - '0';
+      head.status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+      if (head.status < 100) return invalid("status code below 100");
+      if (line.size() > 13) head.reason = std::string(line.substr(13));
+      for (char c : head.reason) {
+        auto u = static_cast<unsigned char>(c);
+        if ((u < 0x20 && c != '\t') || u == 0x7f) return invalid("control character in the reason phrase");
+      }
+      have_status_line = true;
+      continue;
+    }
+    if (line.empty()) break;
+    if (fields.headers.size() == kMaxHeaders) {
+      return fail(ErrorCode::kResourceExhausted, "more than " + std::to_string(kMaxHeaders) + " header lines in response head");
+    }
+    KM_TRY(parse_header_line(line, fields));
+  }
+  head.headers = std::move(fields.headers);
+  head.size = pos;
+  return std::optional<ResponseHead>(std::move(head));
+}
+
+Result<ResponseFraming> response_body_framing(const ResponseHead& head, std::string_view request_method) {
+  if (request_method == "HEAD" || head.status < 200 || head.status == 204 || head.status == 304) return ResponseFraming{};
+  if (request_method == "CONNECT" && head.status / 100 == 2) return ResponseFraming{};
+  RequestHead as_request;
+  as_request.minor_version = head.minor_version;
+  as_request.headers = head.headers;
+  auto framing = request_body_framing(as_request);
+  if (!framing) return fail(Error(framing.error()).wrap("response"));
+  switch (framing->kind) {
+    case BodyFraming::kChunked:
+      return ResponseFraming{ResponseFraming::kChunked, 0};
+    case BodyFraming::kLength:
+      return ResponseFraming{ResponseFraming::kLength, framing->length};
+    case BodyFraming::kNone:
+      break;
+  }
+  return ResponseFraming{ResponseFraming::kUntilClose, 0};
+}
+
 Result<Authority> parse_authority(std::string_view text, uint16_t default_port) {
   if (text.empty()) return invalid("empty authority");
   // Checked before anything is quoted: userinfo is a credential.
@@ -334,12 +414,15 @@ Result<BodyFraming> request_body_framing(const RequestHead& head) {
   return BodyFraming{};
 }
 
-Result<size_t> ChunkedScanner::feed(std::string_view data) {
+Result<size_t> ChunkedScanner::feed(std::string_view data) { return feed(data, nullptr); }
+
+Result<size_t> ChunkedScanner::feed(std::string_view data, std::string* payload) {
   if (state_ == State::kError) return fail(*error_);
   size_t i = 0;
   while (i < data.size() && state_ != State::kDone) {
     if (state_ == State::kData) {
       uint64_t take = std::min<uint64_t>(remaining_, data.size() - i);
+      if (payload) payload->append(data.data() + i, static_cast<size_t>(take));
       i += static_cast<size_t>(take);
       remaining_ -= take;
       if (remaining_ == 0) state_ = State::kDataCr;

@@ -95,6 +95,29 @@ struct BodyFraming {
 // and repeated equal headers are one length. Neither header: kNone (no body).
 Result<BodyFraming> request_body_framing(const RequestHead& head);
 
+// A response head from an upstream server the enforcer inspects (a terminated TLS connection):
+// `HTTP/1.x SP 3DIGIT SP [reason]` then header lines, parsed as strictly as request heads.
+struct ResponseHead {
+  int status = 0;
+  std::string reason;
+  int minor_version = 1;
+  std::vector<Header> headers;
+  size_t size = 0;  // bytes of the head, final CRLFCRLF included
+
+  std::optional<std::string_view> header(std::string_view name) const;
+  size_t count(std::string_view name) const;
+};
+Result<std::optional<ResponseHead>> parse_response_head(std::string_view buf, size_t max_size = kDefaultMaxHeadSize);
+
+// How a response body is framed (RFC 9112 §6.3), given the request's method: none for HEAD,
+// 1xx, 204 and 304; chunked; Content-Length; or until the server closes. The same strictness
+// as request_body_framing about Transfer-Encoding and Content-Length.
+struct ResponseFraming {
+  enum Kind { kNone, kLength, kChunked, kUntilClose } kind = kNone;
+  uint64_t length = 0;
+};
+Result<ResponseFraming> response_body_framing(const ResponseHead& head, std::string_view request_method);
+
 // Finds the end of a chunked body as bytes arrive. feed() says how many of `data` belong to the
 // body (chunk-size lines, extensions, data, CRLFs, trailer section and the final CRLF); once the
 // body has ended it consumes nothing more and the rest of `data` belongs to the next message.
@@ -105,6 +128,8 @@ Result<BodyFraming> request_body_framing(const RequestHead& head);
 class ChunkedScanner {
  public:
   Result<size_t> feed(std::string_view data);
+  // The same, appending the chunk data (the body without its framing) to `payload`.
+  Result<size_t> feed(std::string_view data, std::string* payload);
   bool done() const { return state_ == State::kDone; }
 
  private:

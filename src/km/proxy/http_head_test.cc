@@ -457,3 +457,75 @@ TEST(HttpSniff, WhatALenientServerWouldReadAsARequest) {
 
 }  // namespace
 }  // namespace km::proxy::http
+
+namespace km::proxy::http {
+namespace {
+
+TEST(ResponseHead, ParsesStatusHeadersAndFraming) {
+  std::string raw = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\nrest";
+  auto h = parse_response_head(raw);
+  ASSERT_TRUE(h && *h) << (h ? "" : h.error().to_string());
+  EXPECT_EQ((*h)->status, 200);
+  EXPECT_EQ((*h)->reason, "OK");
+  EXPECT_EQ((*h)->size, raw.size() - 4);
+  EXPECT_EQ((*h)->header("content-type").value_or(""), "text/event-stream");
+  auto f = response_body_framing(**h, "POST");
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->kind, ResponseFraming::kChunked);
+  // The same head to a HEAD request has no body.
+  EXPECT_EQ(response_body_framing(**h, "HEAD")->kind, ResponseFraming::kNone);
+}
+
+TEST(ResponseHead, FramingByStatusAndLength) {
+  auto framing = [](std::string raw, std::string method = "GET") {
+    auto h = parse_response_head(raw);
+    EXPECT_TRUE(h && *h) << raw;
+    return response_body_framing(**h, method);
+  };
+  EXPECT_EQ(framing("HTTP/1.1 204 No Content\r\n\r\n")->kind, ResponseFraming::kNone);
+  EXPECT_EQ(framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n")->kind, ResponseFraming::kNone);
+  EXPECT_EQ(framing("HTTP/1.1 100 Continue\r\n\r\n")->kind, ResponseFraming::kNone);
+  auto len = framing("HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n");
+  ASSERT_TRUE(len);
+  EXPECT_EQ(len->kind, ResponseFraming::kLength);
+  EXPECT_EQ(len->length, 42u);
+  EXPECT_EQ(framing("HTTP/1.0 200 OK\r\n\r\n")->kind, ResponseFraming::kUntilClose);
+  EXPECT_EQ(framing("HTTP/1.1 200\r\n\r\n")->kind, ResponseFraming::kUntilClose);  // empty reason
+  // Smuggling shapes are refused in this direction too.
+  EXPECT_FALSE(framing("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"));
+  EXPECT_FALSE(framing("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"));
+  EXPECT_FALSE(framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"));
+}
+
+TEST(ResponseHead, RefusesMalformedHeads) {
+  for (std::string raw : {"HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 200OK\r\n\r\n",
+                          "HTTP/1.1 099 Low\r\n\r\n", "HTTP/1.1 200 OK\nX: y\r\n\r\n", "HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
+                          "HTTP/1.1 200 O\x01K\r\n\r\n", "HTTP/1.1 200 OK\r\n folded\r\n\r\n"}) {
+    EXPECT_FALSE(parse_response_head(raw)) << raw;
+  }
+  auto partial = parse_response_head("HTTP/1.1 200 OK\r\nContent-Ty");
+  ASSERT_TRUE(partial);
+  EXPECT_FALSE(*partial);
+  EXPECT_FALSE(parse_response_head("HTTP/1.1 200 OK\r\n" + std::string(70000, 'a'), 65536));
+}
+
+TEST(ChunkedScanner, PayloadIsTheBodyWithoutFraming) {
+  std::string body = "5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+  // Any fragmentation gives the same payload and the same end.
+  for (size_t step : {1u, 2u, 3u, 7u, 100u}) {
+    ChunkedScanner s;
+    std::string payload;
+    size_t consumed = 0;
+    for (size_t i = 0; i < body.size() && !s.done(); i += step) {
+      auto n = s.feed(std::string_view(body).substr(i, step), &payload);
+      ASSERT_TRUE(n);
+      consumed += *n;
+    }
+    EXPECT_TRUE(s.done());
+    EXPECT_EQ(payload, "hello, world");
+    EXPECT_EQ(consumed, body.size() - 4);
+  }
+}
+
+}  // namespace
+}  // namespace km::proxy::http
