@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "km/base/money.h"
 #include "km/profile/checks.h"
 
 namespace km::profile {
@@ -47,9 +48,14 @@ Duration dur(const yaml::Node& r, const char* p) {
   return d ? *d : Duration{};
 }
 
+// USD as micro-dollars: the decimal text exactly when it is plain decimal ("0.1" is 100000,
+// not 100000.00000000001 rounded), other number forms ("1e3") through floating point.
 std::optional<int64_t> micros(const yaml::Node& r, const char* p) {
   const yaml::Node* n = at(r, p);
   if (!n) return std::nullopt;
+  if (n->is_scalar()) {
+    if (auto exact = parse_usd_micros(n->value)) return *exact;
+  }
   auto v = n->as_number();
   if (!v) return std::nullopt;
   return static_cast<int64_t>(std::llround(*v * 1e6));
@@ -88,10 +94,16 @@ Result<Model> decode(const yaml::Node& r) {
   m.allowed_cidrs = strings(r, "spec.network.egress.allowedCIDRs");
   m.allow_private_ranges = flag(r, "spec.network.allowPrivateRanges", false);
   m.https_only = flag(r, "spec.network.httpsOnly", false);
+  if (at(r, "spec.sourceAccess.github")) {
+    m.github = true;
+    m.github_repos = strings(r, "spec.sourceAccess.github.allowedRepos");
+    if (at(r, "spec.sourceAccess.github.allowedRefs")) m.github_refs = strings(r, "spec.sourceAccess.github.allowedRefs");
+  }
   m.artifact_paths = strings(r, "spec.artifacts.paths");
   if (const yaml::Node* a = at(r, "spec.artifacts.maxSizeMB")) m.artifact_max_mb = a->as_int().value_or(0);
   m.compute_budget_micros = micros(r, "spec.budget.compute.maxSpendUSD");
   m.ai_budget_micros = micros(r, "spec.budget.ai.maxSpendUSD");
+  m.compute_rate_micros_per_hour = micros(r, "spec.budget.compute.ratePerHourUSD");
   if (const yaml::Node* w = at(r, "spec.budget.warningThreshold")) m.warning_threshold = w->as_number().value_or(0.8);
   if (m.name.empty()) return fail(ErrorCode::kInvalidArgument, "profile has no metadata.name");
   return m;

@@ -44,11 +44,16 @@ struct Model {
   std::vector<std::string> allowed_dns_suffixes, allowed_hosts, allowed_cidrs;
   bool allow_private_ranges = false;
   bool https_only = false;
+  // sourceAccess.github (inspected by the enforcer when set)
+  bool github = false;
+  std::vector<std::string> github_repos;
+  std::optional<std::vector<std::string>> github_refs;  // nullopt: any ref of an allowed repo
   // artifacts
   std::vector<std::string> artifact_paths;
   int64_t artifact_max_mb = 0;
   // budget (micro-dollars; nullopt: no budget)
   std::optional<int64_t> compute_budget_micros, ai_budget_micros;
+  std::optional<int64_t> compute_rate_micros_per_hour;  // nullopt: the price table's rate
   double warning_threshold = 0.8;
 };
 

@@ -284,6 +284,16 @@ class Init {
     ::unlink((R + "/etc/resolv.conf").c_str());
     std::string resolv = s_.net.egress ? "nameserver " + s_.net.peer_address + "\noptions edns0 trust-ad\n" : "# no network\n";
     KM_TRY(write_file(R + "/etc/resolv.conf", resolv, 0644));
+    if (!s_.trusted_ca.empty()) {
+      // The system bundle plus the sandbox's inspection CA, in the sandbox's own /etc.
+      KM_TRY(mkdir_p(R + "/etc/ssl/certs", 0755));
+      std::string bundle = read_file(R + kTrustBundle, 16u << 20).value_or("");
+      if (!bundle.empty() && bundle.back() != '\n') bundle += "\n";
+      ::unlink((R + kTrustBundle).c_str());  // may be a symlink into the host's tree
+      KM_TRY(write_file(R + kTrustBundle, bundle + s_.trusted_ca, 0644));
+      ::unlink((R + kInspectionCaFile).c_str());
+      KM_TRY(write_file(R + kInspectionCaFile, s_.trusted_ca, 0644));
+    }
     return ok();
   }
 

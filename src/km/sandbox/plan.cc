@@ -86,4 +86,13 @@ Result<Spec> plan(const profile::Model& m, const Allocation& a, const HostLayout
   return s;
 }
 
+void trust_inspection_ca(Spec& spec, const std::string& ca_pem) {
+  spec.trusted_ca = ca_pem;
+  for (const char* k : {"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE", "GIT_SSL_CAINFO"}) {
+    spec.env.emplace(k, kTrustBundle);
+  }
+  // Node adds these to its built-in roots (it does not read the system bundle by default).
+  spec.env.emplace("NODE_EXTRA_CA_CERTS", kInspectionCaFile);
+}
+
 }  // namespace km::sandbox

@@ -34,4 +34,9 @@ uint32_t pool_capacity(const HostLayout& h);
 
 Result<Spec> plan(const profile::Model& m, const Allocation& a, const HostLayout& h);
 
+// The sandbox trusts `ca_pem` (its inspection CA) besides the system's CAs: in its system
+// bundle (written by the sandbox's init) and through the variables clients that carry their own
+// trust stores read (OpenSSL, curl, Python requests, Node, the AWS SDKs, git).
+void trust_inspection_ca(Spec& spec, const std::string& ca_pem);
+
 }  // namespace km::sandbox

@@ -72,5 +72,20 @@ TEST(Plan, SpecRoundTripsThroughJson) {
   EXPECT_FALSE(spec_from_json("not json"));
 }
 
+TEST(Plan, InspectionCaIsTrustedThroughTheBundleAndTheVariables) {
+  auto s = plan(model(), Allocation{"sb-1", 1000000, 3}, HostLayout{});
+  ASSERT_TRUE(s);
+  s->env["SSL_CERT_FILE"] = "/profile/own.pem";  // a profile's own setting wins
+  trust_inspection_ca(*s, "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n");
+  EXPECT_EQ(s->env["SSL_CERT_FILE"], "/profile/own.pem");
+  EXPECT_EQ(s->env["REQUESTS_CA_BUNDLE"], kTrustBundle);
+  EXPECT_EQ(s->env["CURL_CA_BUNDLE"], kTrustBundle);
+  EXPECT_EQ(s->env["GIT_SSL_CAINFO"], kTrustBundle);
+  EXPECT_EQ(s->env["NODE_EXTRA_CA_CERTS"], kInspectionCaFile);
+  auto back = spec_from_json(to_json(*s));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->trusted_ca, s->trusted_ca);
+}
+
 }  // namespace
 }  // namespace km::sandbox

@@ -14,6 +14,7 @@ std::string to_json(const Spec& s) {
          {"writable", s.writable}, {"read_only", s.read_only}, {"deny_read", s.deny_read},
          {"protected", s.protected_paths}, {"unprotect", s.unprotect}, {"env", s.env}, {"working_dir", s.working_dir},
          {"shell", s.shell}, {"init_commands", s.init_commands}, {"config_files", s.config_files},
+         {"trusted_ca", s.trusted_ca},
          {"net", {{"ifname", s.net.ifname}, {"address", s.net.address},
                   {"peer_address", s.net.peer_address}, {"prefix_len", s.net.prefix_len},
                   {"egress", s.net.egress}, {"proxy_port", s.net.proxy_port}, {"enforcement", s.net.enforcement}}}};
@@ -49,6 +50,7 @@ Result<Spec> spec_from_json(const std::string& text) {
     s.shell = j.at("shell");
     s.init_commands = j.at("init_commands").get<std::vector<std::string>>();
     s.config_files = j.at("config_files").get<std::map<std::string, std::string>>();
+    s.trusted_ca = j.value("trusted_ca", std::string());
     const Json& n = j.at("net");
     s.net.ifname = n.at("ifname");
     s.net.address = n.at("address");

@@ -24,6 +24,11 @@ struct NetSpec {
   std::string enforcement = "proxy";  // proxy | ebpf | both (cgroup BPF programs as the gate)
 };
 
+// Where the sandbox finds its trust store (the system bundle plus its inspection CA), and the
+// inspection CA alone.
+inline constexpr const char* kTrustBundle = "/etc/ssl/certs/ca-certificates.crt";
+inline constexpr const char* kInspectionCaFile = "/etc/ssl/certs/km-sandbox-ca.pem";
+
 struct Spec {
   std::string id;
   std::string hostname;
@@ -54,6 +59,8 @@ struct Spec {
   std::string shell = "/bin/bash";
   std::vector<std::string> init_commands;
   std::map<std::string, std::string> config_files;
+  // PEM of the sandbox's inspection CA, added to its trust store (empty: none).
+  std::string trusted_ca;
   NetSpec net;
 };
 
