@@ -4,43 +4,13 @@
 
 #include <memory>
 
+#include "km/store/statement.h"
+
 namespace km::store {
 
 namespace {
 
 constexpr std::string_view kStates[] = {"starting", "running", "paused", "stopped", "failed", "destroying", "destroyed"};
-
-// Owns a prepared statement.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
-  ~Stmt() { sqlite3_finalize(s_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-  bool ok() const { return rc_ == SQLITE_OK; }
-  Stmt& bind(int i, const std::string& v) {
-    sqlite3_bind_text(s_, i, v.c_str(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& bind(int i, int64_t v) {
-    sqlite3_bind_int64(s_, i, v);
-    return *this;
-  }
-  Stmt& bind_null(int i) {
-    sqlite3_bind_null(s_, i);
-    return *this;
-  }
-  int step() { return sqlite3_step(s_); }
-  std::string text(int c) const {
-    const unsigned char* t = sqlite3_column_text(s_, c);
-    return t ? reinterpret_cast<const char*>(t) : "";
-  }
-  int64_t integer(int c) const { return sqlite3_column_int64(s_, c); }
-
- private:
-  sqlite3_stmt* s_ = nullptr;
-  int rc_ = SQLITE_ERROR;
-};
 
 Error db_error(sqlite3* db, const std::string& what) {
   return Error(ErrorCode::kInternal, what + ": " + sqlite3_errmsg(db));
@@ -49,14 +19,14 @@ Error db_error(sqlite3* db, const std::string& what) {
 constexpr const char* kColumns =
     "id, COALESCE(alias,''), number, slot, profile_name, profile_yaml, state, reason, created_at, expires_at, "
     "idle_timeout, max_lifetime, teardown_policy, locked, last_activity, ttl_warned, idle_warned, pid, "
-    "pid_start, cloned_from";
+    "pid_start, cloned_from, running_seconds, COALESCE(running_since, 0)";
 
 // The same columns without the profile text, for listings (a profile is kilobytes; a listing
 // of 10,000 sandboxes must not read them all).
 constexpr const char* kSummaryColumns =
     "id, COALESCE(alias,''), number, slot, profile_name, '', state, reason, created_at, expires_at, "
     "idle_timeout, max_lifetime, teardown_policy, locked, last_activity, ttl_warned, idle_warned, pid, "
-    "pid_start, cloned_from";
+    "pid_start, cloned_from, running_seconds, COALESCE(running_since, 0)";
 
 Sandbox row(const Stmt& s) {
   Sandbox b;
@@ -80,6 +50,8 @@ Sandbox row(const Stmt& s) {
   b.pid = s.integer(17);
   b.pid_start = s.integer(18);
   b.cloned_from = s.text(19);
+  b.running_seconds = s.integer(20);
+  b.running_since = s.integer(21);
   return b;
 }
 
@@ -102,6 +74,11 @@ const char* const kMigrations[] = {
     "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, sandbox TEXT NOT NULL, ts INTEGER NOT NULL,"
     "  type TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '{}');"
     "CREATE INDEX events_sandbox ON events(sandbox, id);",
+    // 2: running time, for compute spend: closed running intervals, and the start of the open
+    // one (NULL while not running). Sandboxes running at the upgrade count from then.
+    "ALTER TABLE sandboxes ADD COLUMN running_seconds INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE sandboxes ADD COLUMN running_since INTEGER;"
+    "UPDATE sandboxes SET running_since = CAST(strftime('%s', 'now') AS INTEGER) WHERE state = 'running';",
 };
 
 }  // namespace
@@ -254,9 +231,17 @@ Result<bool> Store::transition(const std::string& id, std::initializer_list<Stat
   std::lock_guard<std::mutex> lock(mu_);
   std::string in;
   for (State s : from) in += std::string(in.empty() ? "'" : ",'") + std::string(state_name(s)) + "'";
-  std::string sql = "UPDATE sandboxes SET state = ?, reason = ? WHERE id = ? AND state IN (" + in + ")";
+  // Leaving running closes the open running interval; entering it opens one (a sandbox that
+  // stays running keeps its start). In the same UPDATE as the state, so they never disagree.
+  std::string sql =
+      "UPDATE sandboxes SET state = ?1, reason = ?2,"
+      " running_seconds = running_seconds + CASE WHEN state = 'running' AND ?1 != 'running' AND running_since IS NOT NULL"
+      "   THEN MAX(0, ?4 - running_since) ELSE 0 END,"
+      " running_since = CASE WHEN ?1 != 'running' THEN NULL WHEN state = 'running' AND running_since IS NOT NULL"
+      "   THEN running_since ELSE ?4 END"
+      " WHERE id = ?3 AND state IN (" + in + ")";
   Stmt u(db_, sql.c_str());
-  u.bind(1, std::string(state_name(to))).bind(2, reason).bind(3, id);
+  u.bind(1, std::string(state_name(to))).bind(2, reason).bind(3, id).bind(4, now_());
   if (u.step() != SQLITE_DONE) return fail(db_error(db_, "updating sandbox state"));
   return sqlite3_changes(db_) == 1;
 }

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstdint>
+#include <ctime>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -44,6 +46,10 @@ struct Sandbox {
   int64_t pid = 0;
   int64_t pid_start = 0;
   std::string cloned_from;
+  // Time spent running (not paused, stopped or starting), for compute spend: seconds in
+  // closed intervals, and the start of the open one (0 while not running). Kept by transition().
+  int64_t running_seconds = 0;
+  int64_t running_since = 0;
 };
 
 struct Event {
@@ -70,7 +76,11 @@ class Store {
   // and resolve() return it).
   Result<std::vector<Sandbox>> list(bool include_destroyed = false);
 
-  // Sets state (and reason) only if the current state is one of `from`; false if not.
+  // The time transitions are stamped with (default: the system clock). Set before use.
+  void set_clock(std::function<int64_t()> now) { now_ = std::move(now); }
+
+  // Sets state (and reason) only if the current state is one of `from`; false if not. Moving
+  // into or out of running also opens or closes a running interval (see Sandbox).
   Result<bool> transition(const std::string& id, std::initializer_list<State> from, State to,
                           const std::string& reason = "");
   Status set_process(const std::string& id, int64_t pid, int64_t pid_start);
@@ -90,6 +100,7 @@ class Store {
   Status migrate();
   sqlite3* db_;
   int version_ = 0;
+  std::function<int64_t()> now_ = [] { return static_cast<int64_t>(std::time(nullptr)); };
   std::mutex mu_;
 };
 

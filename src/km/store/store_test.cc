@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include <chrono>
 
 namespace km::store {
@@ -85,7 +87,7 @@ TEST_F(StoreTest, ReopenKeepsDataAndSchemaVersion) {
   store_.reset();
   auto s = Store::open(dir_ + "/km.db");
   ASSERT_TRUE(s);
-  EXPECT_EQ((*s)->schema_version(), 1);
+  EXPECT_EQ((*s)->schema_version(), 2);
   EXPECT_EQ((*(*s)->get("sb-00000001"))->alias, "a");
 }
 
@@ -106,6 +108,78 @@ TEST_F(StoreTest, ThousandsOfRecordsInsertAndList) {
   // Listings leave the profile out; a single record has it.
   EXPECT_TRUE(all->back().profile_yaml.empty());
   EXPECT_EQ((*store_->get(all->back().id))->profile_yaml, std::string(200, 'y'));
+}
+
+TEST_F(StoreTest, RunningTimeExcludesStartingPausedAndStoppedTime) {
+  int64_t now = 1000;
+  store_->set_clock([&now] { return now; });
+  make("sb-00000001");
+  auto at = [&](int64_t t, std::initializer_list<State> from, State to) {
+    now = t;
+    EXPECT_TRUE(*store_->transition("sb-00000001", from, to));
+    return **store_->get("sb-00000001");
+  };
+  Sandbox s = at(1010, {State::kStarting}, State::kRunning);
+  EXPECT_EQ(s.running_seconds, 0);
+  EXPECT_EQ(s.running_since, 1010);
+  s = at(1070, {State::kRunning}, State::kPaused);
+  EXPECT_EQ(s.running_seconds, 60);
+  EXPECT_EQ(s.running_since, 0);
+  s = at(1100, {State::kPaused}, State::kRunning);
+  EXPECT_EQ(s.running_since, 1100);
+  // A transition that stays in running keeps the open interval's start.
+  s = at(1110, {State::kRunning}, State::kRunning);
+  EXPECT_EQ(s.running_since, 1100);
+  s = at(1130, {State::kRunning}, State::kStopped);
+  EXPECT_EQ(s.running_seconds, 90);
+  EXPECT_EQ(s.running_since, 0);
+  // A refused transition changes nothing.
+  now = 1500;
+  EXPECT_FALSE(*store_->transition("sb-00000001", {State::kPaused}, State::kRunning));
+  EXPECT_EQ((*store_->get("sb-00000001"))->running_seconds, 90);
+  s = at(2000, {State::kStopped}, State::kRunning);
+  EXPECT_EQ(s.running_since, 2000);
+  // The record survives a restart as it is (nothing accumulates per tick).
+  store_.reset();
+  auto reopened = Store::open(dir_ + "/km.db");
+  ASSERT_TRUE(reopened);
+  s = **(*reopened)->get("sb-00000001");
+  EXPECT_EQ(s.running_seconds, 90);
+  EXPECT_EQ(s.running_since, 2000);
+  s = (*reopened)->list()->at(0);
+  EXPECT_EQ(s.running_seconds, 90);
+  EXPECT_EQ(s.running_since, 2000);
+}
+
+TEST_F(StoreTest, UpgradeFromSchemaOneStartsCountingRunningSandboxes) {
+  store_.reset();
+  std::string path = dir_ + "/old.db";
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  const char* v1 =
+      "CREATE TABLE sandboxes ("
+      "  id TEXT PRIMARY KEY, alias TEXT, number INTEGER NOT NULL, slot INTEGER NOT NULL,"
+      "  profile_name TEXT NOT NULL, profile_yaml TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',"
+      "  created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL DEFAULT 0, idle_timeout INTEGER NOT NULL DEFAULT 0,"
+      "  max_lifetime INTEGER NOT NULL DEFAULT 0, teardown_policy TEXT NOT NULL DEFAULT 'destroy',"
+      "  locked INTEGER NOT NULL DEFAULT 0, last_activity INTEGER NOT NULL DEFAULT 0,"
+      "  ttl_warned INTEGER NOT NULL DEFAULT 0, idle_warned INTEGER NOT NULL DEFAULT 0,"
+      "  pid INTEGER NOT NULL DEFAULT 0, pid_start INTEGER NOT NULL DEFAULT 0, cloned_from TEXT NOT NULL DEFAULT '');"
+      "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, sandbox TEXT NOT NULL, ts INTEGER NOT NULL,"
+      "  type TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '{}');"
+      "INSERT INTO sandboxes (id, number, slot, profile_name, profile_yaml, state, created_at) VALUES"
+      "  ('sb-00000001', 1, 0, 'p', 'y', 'running', 1), ('sb-00000002', 2, 1, 'p', 'y', 'stopped', 1);"
+      "PRAGMA user_version = 1;";
+  ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  int64_t before = static_cast<int64_t>(std::time(nullptr));
+  auto s = Store::open(path);
+  ASSERT_TRUE(s) << s.error().to_string();
+  EXPECT_EQ((*s)->schema_version(), 2);
+  Sandbox running = **(*s)->get("sb-00000001");
+  EXPECT_GE(running.running_since, before);
+  EXPECT_EQ(running.running_seconds, 0);
+  EXPECT_EQ((*(*s)->get("sb-00000002"))->running_since, 0);
 }
 
 }  // namespace
