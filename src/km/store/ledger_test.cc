@@ -201,7 +201,8 @@ TEST_F(LedgerTest, TwoInstancesAndAnotherProcessRecordingAtOnceLoseNothing) {
   auto calls = *(*second)->calls(100000);
   EXPECT_EQ(calls.size(), 3u * kEach + 1);
   int64_t requests = 0, input = 0, output = 0;
-  for (const auto& m : *ledger_->models()) requests += m.requests, input += m.input, output += m.output;
+  auto models = *ledger_->models();
+  for (const auto& m : models) requests += m.requests, input += m.input, output += m.output;
   EXPECT_EQ(requests, 3 * kEach + 1);
   EXPECT_EQ(input, 3 * kEach);
   EXPECT_EQ(output, 3 * kEach);
