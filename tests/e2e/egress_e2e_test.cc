@@ -116,7 +116,9 @@ class Egress : public ::testing::Test {
     delete world_;
     world_ = nullptr;
     std::system(("umount -l '" + root_ + "/run/bpf' 2>/dev/null; rm -rf '" + root_ + "'").c_str());
-    std::system(("rmdir /sys/fs/cgroup/unified/" + cgroup_ + " 2>/dev/null").c_str());
+    // Every hierarchy; a cgroup whose last tasks are still being reaped is busy for a moment.
+    std::system(("for i in $(seq 50); do rmdir /sys/fs/cgroup/*/" + cgroup_ + " 2>/dev/null; "
+                 "ls -d /sys/fs/cgroup/*/" + cgroup_ + " >/dev/null 2>&1 || break; sleep 0.1; done").c_str());
   }
 
   void SetUp() override {
@@ -711,7 +713,7 @@ TEST(EgressUpstream, EnforcerDialsThroughTheConfiguredProxy) {
   (void)(*world)->wait_exit(*kmd, 10s);
   world->reset();
   std::system(("umount -l '" + root + "/run/bpf' 2>/dev/null; rm -rf '" + root + "'").c_str());
-  std::system(("rmdir /sys/fs/cgroup/unified/" + cg + " 2>/dev/null").c_str());
+  std::system(("rmdir /sys/fs/cgroup/*/" + cg + " 2>/dev/null").c_str());  // every hierarchy
 }
 
 }  // namespace

@@ -42,7 +42,14 @@ class SandboxTest : public ::testing::Test {
     if (launcher_) {
       for (const auto& id : ids_) (void)launcher_->destroy(id);
       std::system(("rm -rf '" + root_ + "'").c_str());
-      ::rmdir(launcher_->cgroups().v2_base().c_str());
+      // km's base directory in every hierarchy it used (v2, and v1 memory, pids, cpu).
+      const auto& layout = launcher_->cgroups();
+      ::rmdir(layout.v2_base().c_str());
+      for (const auto& [controller, mount] : layout.v1_mount) {
+        auto self = layout.v1_self.find(controller);
+        std::string s = self == layout.v1_self.end() || self->second == "/" ? "" : self->second;
+        ::rmdir((mount + s + "/" + layout.name).c_str());
+      }
     }
   }
 

@@ -9,6 +9,7 @@
 #include <chrono>
 
 #include "km/base/strings.h"
+#include "km/enforcer/inspector.h"
 #include "km/enforcer/kernel_gate.h"
 #include "km/proxy/http_head.h"
 #include "km/proxy/tls_hello.h"
@@ -197,7 +198,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
           mode_ = "transparent";
           addr_ = o->first;
           port_ = o->second;
-          read_more(kSniffTimeout, [self = shared_from_this()] { self->transparent_sniff(); });
+          read_more(sniff_timeout(), [self = shared_from_this()] { self->transparent_sniff(); });
           return;
         }
       }
@@ -214,7 +215,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
       mode_ = "transparent";
       addr_ = orig->first;
       port_ = orig->second;
-      read_more(kSniffTimeout, [self = shared_from_this()] { self->transparent_sniff(); });
+      read_more(sniff_timeout(), [self = shared_from_this()] { self->transparent_sniff(); });
     }
   }
 
@@ -254,6 +255,37 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
     });
   }
 
+  // ---- inspected hosts ----------------------------------------------------------------------
+
+  bool inspected(const std::string& name) const { return !name.empty() && inspected_host(name, p_.config_.github); }
+
+  // A client whose destination may be an inspected host gets the full head deadline to send
+  // its ClientHello: judging it by address alone after the short sniff would let it past
+  // inspection.
+  std::chrono::milliseconds sniff_timeout() const {
+    if (!name_.empty()) return inspected(name_) ? std::chrono::milliseconds(kHeadTimeout) : kSniffTimeout;
+    for (const auto& n : p_.book_.names_for(addr_, now())) {
+      if (inspected(n)) return kHeadTimeout;
+    }
+    return kSniffTimeout;
+  }
+
+  // An allowed TLS connection to an inspected host continues in the Inspector.
+  void hand_off() {
+    if (!p_.inspector_) {
+      Decision d{false, "inspection", name_ + " needs L7 inspection and this enforcer has no inspection CA", ""};
+      audit(name_, d);
+      return reset();
+    }
+    Decision d = decision_;
+    d.rule += " (inspected)";
+    audit(name_, d);
+    closed_ = true;  // the sockets move on; this session ends here
+    cancel_timer();
+    p_.inspector_->start(std::move(client_), std::move(upstream_), std::move(in_), name_, port_, addr_.to_string(), mode_,
+                         live_);
+  }
+
   // ---- explicit proxying -------------------------------------------------------------------
 
   void explicit_head() {
@@ -283,6 +315,11 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
       return reply_and_close(simple_response(400, "Bad Request", "https:// URLs go through CONNECT"));
     }
     proto_ = "http";
+    if (inspected(uri->authority.host)) {
+      Decision d{false, "inspection", uri->authority.host + " is inspected and reachable over HTTPS only", "use https://"};
+      audit(uri->authority.host, d, uri->authority.port);
+      return reply_and_close(json_403(uri->authority.host, uri->authority.port, d));
+    }
     stream_ = std::make_unique<RequestStream>(uri->authority.host, true, p_.policy_.https_only());
     if (auto s = stream_->check(h); !s) {
       Decision d{false, "default deny", s.error().message(), ""};
@@ -346,7 +383,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
           if (self->connect_tunnel_) {
             self->send_client("HTTP/1.1 200 Connection Established\r\n\r\n", [self] {
               if (!self->in_.empty()) return self->tunnel_inspect();
-              self->read_more(kSniffTimeout, [self] { self->tunnel_inspect(); });
+              self->read_more(self->sniff_timeout(), [self] { self->tunnel_inspect(); });
             });
             return;
           }
@@ -431,6 +468,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
   void tunnel_inspect() {
     if (in_.empty()) {
       if (eof_) return close();
+      if (inspected(name_)) return deny_tunnel(name_ + " is inspected: the client must start TLS", "inspection");
       audit(name_, decision_);  // nothing sent yet: a server-speaks-first protocol
       late_check_ = true;        // but if the client speaks later, its SNI/Host still must match
       return start_relay();
@@ -449,9 +487,12 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
             return deny_tunnel("TLS SNI " + sn.sni + " does not match the CONNECT host");
           }
         }
+        if (inspected(name_)) return hand_off();
+        if (inspected(sn.sni)) return deny_tunnel(sn.sni + " is inspected and must be reached by name", "inspection");
         break;
       case Kind::kHttp: {
         proto_ = "http";
+        if (inspected(name_)) return deny_tunnel(name_ + " is inspected and reachable over HTTPS only", "inspection");
         if (p_.policy_.https_only()) return deny_tunnel("plain HTTP is not allowed by the sandbox's policy", "httpsOnly");
         auto a = host_of(sn.head);
         if (!a) return deny_tunnel(a.error().message());
@@ -461,6 +502,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
       }
       case Kind::kOther:
         proto_ = "tcp";
+        if (inspected(name_)) return deny_tunnel(name_ + " is inspected and reachable over HTTPS only", "inspection");
         break;
     }
     audit(name_, decision_);
@@ -522,6 +564,10 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
 
   void transparent_decide() {
     Decision d;
+    if (inspected(name_) && proto_ != "tls") {
+      audit(name_, Decision{false, "inspection", name_ + " is inspected and reachable over HTTPS only", "use https://"});
+      return reset();
+    }
     if (!name_.empty()) {
       d = p_.policy_.check_host(name_, port_);
       if (d.allowed && !p_.book_.resolved_to(name_, addr_, now())) {
@@ -537,6 +583,13 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
         // No name on the wire: an address an allowed name resolved to, for a port that name
         // may use.
         for (const auto& n : p_.book_.names_for(addr_, now())) {
+          if (inspected(n)) {
+            // Without a name on the wire the connection could not be inspected.
+            audit(n, Decision{false, "inspection", addr_.to_string() + " is an address of " + n +
+                                                       ", which is inspected: connect by name over TLS (with SNI)",
+                              ""});
+            return reset();
+          }
           Decision byname = p_.policy_.check_host(n, port_);
           if (byname.allowed) {
             d = byname;
@@ -557,6 +610,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
         self->audit(self->name_, Decision{false, self->decision_.rule, "upstream connect failed: " + ec.message(), ""});
         return self->reset();
       }
+      if (self->proto_ == "tls" && self->inspected(self->name_)) return self->hand_off();
       self->audit(self->name_, self->decision_);
       self->start_relay();
     });
@@ -862,6 +916,10 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
         return Late::kOk;
     }
     if (claimed.empty()) return Late::kOk;
+    if (inspected(claimed) || inspected(name_)) {
+      audit(claimed, Decision{false, "inspection", claimed + " is inspected: its connections must start with TLS at once", ""});
+      return Late::kDeny;
+    }
     bool ok = name_.empty() ? (p_.policy_.check_host(claimed, port_).allowed && p_.book_.resolved_to(claimed, addr_, now())) ||
                                   p_.policy_.check_cidr(addr_, port_).allowed
                             : claimed == name_;

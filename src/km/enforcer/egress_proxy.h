@@ -46,6 +46,9 @@ class EgressProxy {
   // With kernel enforcement, redirected connections' original destinations come from the
   // programs' maps (there is no NAT to ask).
   void set_kernel(class KernelGate* k) { kernel_ = k; }
+  // Hosts that need L7 inspection (AI providers, GitHub with rules) are handed to it over TLS;
+  // without one they are denied.
+  void set_inspector(class Inspector* i) { inspector_ = i; }
   static constexpr size_t kMaxSessions = 1024;
 
  private:
@@ -64,6 +67,7 @@ class EgressProxy {
   std::optional<asio::ip::tcp::endpoint> upstream_proxy_;
   std::optional<asio::ip::address> link_address_;
   class KernelGate* kernel_ = nullptr;
+  class Inspector* inspector_ = nullptr;
   asio::steady_timer backoff_;
   std::shared_ptr<size_t> live_ = std::make_shared<size_t>(0);  // open sessions
 };

@@ -20,6 +20,7 @@
 #include "km/enforcer/audit.h"
 #include "km/enforcer/dns_service.h"
 #include "km/enforcer/egress_proxy.h"
+#include "km/enforcer/inspector.h"
 #include "km/enforcer/kernel_gate.h"
 #include "km/enforcer/packet_log.h"
 #include "km/proxy/http_head.h"
@@ -57,6 +58,12 @@ Status run(const Config& config) {
   audit.set_rate_limit(500);
   DnsService dns(io, policy, book, audit, upstreams, log);
   EgressProxy proxy(io, config, policy, book, dns, audit, log);
+  std::unique_ptr<Inspector> inspector;
+  if (!config.mitm_ca_cert.empty()) {
+    // Read while still root: the CA key is not readable by the uid the enforcer drops to.
+    KM_ASSIGN_OR_RETURN(inspector, Inspector::create(io, config, audit, log));
+    proxy.set_inspector(inspector.get());
+  }
   KM_TRY(dns.serve(kDnsUdpFd, kDnsTcpFd));
   KM_TRY(proxy.serve(kProxyFd));
   std::unique_ptr<KernelGate> kernel;
