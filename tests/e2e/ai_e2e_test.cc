@@ -240,10 +240,10 @@ TEST_F(Ai, StreamedAnthropicCallIsMeteredExactlyAndTheSandboxTrustsItsCa) {
   auto b = budget(id_);
   Json c = call_for(b, "claude-sonnet-4-5-20250929");
   ASSERT_FALSE(c.is_null()) << b.dump(2);
-  EXPECT_EQ(c["input"], sent[0]["usage"]["input"]);
-  EXPECT_EQ(c["output"], sent[0]["usage"]["output"]);
-  EXPECT_EQ(c["cache_read"], sent[0]["usage"]["cache_read"]);
-  EXPECT_EQ(c["cache_write"], sent[0]["usage"]["cache_write"]);
+  EXPECT_EQ(c["input_tokens"], sent[0]["usage"]["input"]);
+  EXPECT_EQ(c["output_tokens"], sent[0]["usage"]["output"]);
+  EXPECT_EQ(c["cache_read_tokens"], sent[0]["usage"]["cache_read"]);
+  EXPECT_EQ(c["cache_write_tokens"], sent[0]["usage"]["cache_write"]);
   EXPECT_EQ(c["cost_micros"], sonnet_micros(1200, 345, 5000, 700));
   EXPECT_EQ(c.value("estimated", false), false);
   // The certificate the client saw was minted by the sandbox's CA.
@@ -276,8 +276,8 @@ TEST_F(Ai, TransparentAndCompressedAndNonStreamedCallsAreMetered) {
   size_t n = 0;
   for (const auto& c : b["calls"]) {
     if (c["model"] != "claude-haiku-4-5") continue;
-    got_in += c["input"].get<int64_t>();
-    got_out += c["output"].get<int64_t>();
+    got_in += c["input_tokens"].get<int64_t>();
+    got_out += c["output_tokens"].get<int64_t>();
     if (++n == 6) break;
   }
   EXPECT_EQ(n, 6u) << b.dump(2);
@@ -290,6 +290,12 @@ TEST_F(Ai, OpenAiAndBedrockShapesAreMetered) {
                  R"(-H 'content-type: application/json' -H 'x-fake-usage: input=300,output=40,cache_read=100' )"
                  R"(-d '{"model":"gpt-4.1","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}')");
   ASSERT_EQ(chat.status, 0) << dump(chat);
+  // A stream that did not ask for usage: km asks for it, so it is metered exactly too.
+  auto bare = sh(R"(curl -sS -m 30 https://api.openai.com/v1/chat/completions -H 'authorization: Bearer sk-test' )"
+                 R"(-H 'content-type: application/json' -H 'x-fake-usage: input=11,output=22' )"
+                 R"(-d '{"model":"gpt-4.1-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}')");
+  ASSERT_EQ(bare.status, 0) << dump(bare);
+  EXPECT_NE(bare.out.find("\"usage\""), std::string::npos) << bare.out;
   auto resp = sh(R"(curl -sS -m 30 https://api.openai.com/v1/responses -H 'authorization: Bearer sk-test' )"
                  R"(-H 'content-type: application/json' -H 'x-fake-usage: input=50,output=60' )"
                  R"(-d '{"model":"gpt-5.4","stream":true,"input":"hi"}')");
@@ -305,33 +311,38 @@ TEST_F(Ai, OpenAiAndBedrockShapesAreMetered) {
   auto b = budget(id_);
   Json c = call_for(b, "gpt-4.1");
   ASSERT_FALSE(c.is_null()) << b.dump(2);
-  EXPECT_EQ(c["input"], 300);
-  EXPECT_EQ(c["cache_read"], 100);
-  EXPECT_EQ(c["output"], 40);
+  EXPECT_EQ(c["input_tokens"], 300);
+  EXPECT_EQ(c["cache_read_tokens"], 100);
+  EXPECT_EQ(c["output_tokens"], 40);
+  Json m = call_for(b, "gpt-4.1-mini");
+  ASSERT_FALSE(m.is_null()) << b.dump(2);
+  EXPECT_EQ(m["input_tokens"], 11);
+  EXPECT_EQ(m["output_tokens"], 22);
+  EXPECT_EQ(m["estimated"], false);
   Json r = call_for(b, "gpt-5.4");
   ASSERT_FALSE(r.is_null()) << b.dump(2);
-  EXPECT_EQ(r["input"], 50);
-  EXPECT_EQ(r["output"], 60);
+  EXPECT_EQ(r["input_tokens"], 50);
+  EXPECT_EQ(r["output_tokens"], 60);
   Json s = call_for(b, "claude-sonnet-4-5-20250929");
   ASSERT_FALSE(s.is_null()) << b.dump(2);
   EXPECT_EQ(s["provider"], "bedrock");
-  EXPECT_EQ(s["input"], 700);
-  EXPECT_EQ(s["output"], 80);
+  EXPECT_EQ(s["input_tokens"], 700);
+  EXPECT_EQ(s["output_tokens"], 80);
   Json h = call_for(b, "claude-haiku-4-5-20251001");
   ASSERT_FALSE(h.is_null()) << b.dump(2);
-  EXPECT_EQ(h["input"], 90);
-  EXPECT_EQ(h["output"], 9);
+  EXPECT_EQ(h["input_tokens"], 90);
+  EXPECT_EQ(h["output_tokens"], 9);
 }
 
 TEST_F(Ai, AStreamCutBeforeItsFinalUsageIsChargedForWhatWasDelivered) {
   auto r = anthropic(id_, "claude-opus-4-5", "input=400,output=900", true,
-                     "-H 'x-fake-cut-after: 12' -H 'x-fake-reply: " + std::string(200, 'w') + " and more words here'");
+                     "-H 'x-fake-cut-after: 5' -H 'x-fake-reply: " + std::string(200, 'w') + " and more words here'");  // cut after two deltas
   EXPECT_NE(r.status, 0);  // curl sees the cut
   auto b = budget(id_);
   Json c = call_for(b, "claude-opus-4-5");
   ASSERT_FALSE(c.is_null()) << b.dump(2);
-  EXPECT_EQ(c["input"], 400);
-  EXPECT_GT(c["output"].get<int64_t>(), 0);
+  EXPECT_EQ(c["input_tokens"], 400);
+  EXPECT_GE(c["output_tokens"].get<int64_t>(), 51);  // the 204 bytes of text delivered, a quarter token each
   EXPECT_EQ(c["estimated"], true);
 }
 
@@ -418,7 +429,7 @@ TEST_F(Ai, AnEnforcerKilledMidStreamLosesNoRecordedSpend) {
     c = call_for(budget(id_), "claude-3-5-haiku");
   }
   ASSERT_FALSE(c.is_null()) << "the call was never recorded while streaming";
-  EXPECT_EQ(c["input"], 7777);
+  EXPECT_EQ(c["input_tokens"], 7777);
   int64_t recorded = c["cost_micros"].get<int64_t>();
   auto pid_text = km::read_file(root_ + "/run/sandboxes/" + id_ + "/enforcer.pid", 4096);
   ASSERT_TRUE(pid_text) << pid_text.error().to_string();
@@ -428,7 +439,7 @@ TEST_F(Ai, AnEnforcerKilledMidStreamLosesNoRecordedSpend) {
   Json after = call_for(budget(id_), "claude-3-5-haiku");
   ASSERT_FALSE(after.is_null());
   EXPECT_GE(after["cost_micros"].get<int64_t>(), recorded);
-  EXPECT_EQ(after["input"], 7777);
+  EXPECT_EQ(after["input_tokens"], 7777);
   // kmd restarts the enforcer and AI calls work again.
   RunResult again;
   for (int i = 0; i < 100; ++i) {
@@ -463,16 +474,16 @@ TEST_F(Ai, ClaudeCodeTokensAndCostKmReportsEqualWhatTheProviderSent) {
   auto after = budget(id_);
   int64_t in = 0, out_tokens = 0, cr = 0, cw = 0;
   for (const auto& m : after["models"]) {
-    in += m["input"].get<int64_t>();
-    out_tokens += m["output"].get<int64_t>();
-    cr += m["cache_read"].get<int64_t>();
-    cw += m["cache_write"].get<int64_t>();
+    in += m["input_tokens"].get<int64_t>();
+    out_tokens += m["output_tokens"].get<int64_t>();
+    cr += m["cache_read_tokens"].get<int64_t>();
+    cw += m["cache_write_tokens"].get<int64_t>();
   }
   for (const auto& m : before["models"]) {
-    in -= m["input"].get<int64_t>();
-    out_tokens -= m["output"].get<int64_t>();
-    cr -= m["cache_read"].get<int64_t>();
-    cw -= m["cache_write"].get<int64_t>();
+    in -= m["input_tokens"].get<int64_t>();
+    out_tokens -= m["output_tokens"].get<int64_t>();
+    cr -= m["cache_read_tokens"].get<int64_t>();
+    cw -= m["cache_write_tokens"].get<int64_t>();
   }
   EXPECT_EQ(in, sent_in) << after.dump(2);
   EXPECT_EQ(out_tokens, sent_out);

@@ -82,6 +82,7 @@ AiAccounting::Admission AiAccounting::admit(const meter::AiRequest& req, std::st
   call->row.provider = std::string(meter::provider_name(req.provider));
   call->row.api = req.api;
   call->row.model = req.model;
+  call->request_bytes = body_bytes;
   meter::Usage estimate;
   estimate.input = static_cast<int64_t>((body_bytes + 1) / 2);
   estimate.output = req.max_output_tokens > 0 ? req.max_output_tokens : kDefaultMaxOutput;
@@ -105,6 +106,10 @@ AiAccounting::Priced AiAccounting::price(const Call& call, const meter::Response
     int64_t est = meter.output_estimate();
     if (est > p.usage.output) {
       p.usage.output = est;
+      p.estimated = true;
+    }
+    if (p.usage.input == 0 && p.usage.cache_read == 0 && p.usage.cache_write == 0 && est > 0) {
+      p.usage.input = static_cast<int64_t>((call.request_bytes + 3) / 4);
       p.estimated = true;
     }
   }

@@ -14,7 +14,8 @@
 // mid-stream leaves what it had recorded, at most one second behind. Until the provider's final
 // figure arrives the output is the larger of what the provider reported and an estimate from
 // the text delivered, so a client that cuts its streams before the final usage event still pays
-// for what it received (the call is marked estimated).
+// for what it received (the call is marked estimated); and a stream cut before the provider named
+// any input (OpenAI reports usage only at the end) is charged a quarter token per request byte.
 //
 // Billable endpoints are the ones meter::classify recognises. Writes to other endpoints of an AI
 // host (batches, embeddings, files, ...) would spend unseen: they are refused while the sandbox
@@ -53,6 +54,7 @@ class AiAccounting {
     meter::AiRequest request;
     store::AiCall row;
     int64_t reserved = 0;
+    size_t request_bytes = 0;
     store::TokenDelta recorded;  // what the ledger holds for this call
     int64_t cost_recorded = 0;
     std::chrono::steady_clock::time_point started, last_write;

@@ -409,6 +409,17 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
 
   void on_ai_request() {
     ai_req_ = meter::classify(*provider_, req_.method, target_, body_);
+    if (ai_req_->api == "chat.completions" && ai_req_->stream && !ai_req_->stream_include_usage) {
+      // Without stream_options.include_usage an OpenAI stream carries no usage at all: km asks
+      // for it (the client sees one more chunk, with empty choices, as the API documents).
+      auto j = nlohmann::json::parse(body_, nullptr, false);
+      if (j.is_object() && (!j.contains("stream_options") || j["stream_options"].is_object() || j["stream_options"].is_null())) {
+        if (!j["stream_options"].is_object()) j["stream_options"] = nlohmann::json::object();
+        j["stream_options"]["include_usage"] = true;
+        body_ = j.dump();
+        ai_req_ = meter::classify(*provider_, req_.method, target_, body_);
+      }
+    }
     auto admission = in_.accounting_->admit(*ai_req_, req_.method, body_.size());
     if (admission.refusal) {
       audit_http(req_.method, path_of(target_), admission.refusal->status, false, "budget", admission.reason);
