@@ -38,6 +38,13 @@ using namespace std::chrono_literals;
 constexpr const char* kAiAddr = "198.51.100.20";
 constexpr const char* kGithubAddr = "198.51.100.21";
 
+// The suite runs with `enforcement: proxy` by default; ctest runs part of it again with kernel
+// enforcement (KM_AI_MODE=both: BPF redirects every connection to the transparent proxy).
+std::string mode() {
+  const char* m = std::getenv("KM_AI_MODE");
+  return m && *m ? m : "proxy";
+}
+
 std::string profile(const std::string& name, const std::string& budget_usd) {
   return R"(apiVersion: klankermaker.ai/v1alpha2
 kind: SandboxProfile
@@ -47,7 +54,7 @@ metadata:
 extends: quickstart
 spec:
   network:
-    enforcement: proxy
+    enforcement: )" + mode() + R"(
     egress:
       allowedHosts: ["api.anthropic.com", "api.openai.com", "bedrock-runtime.us-east-1.amazonaws.com",
                      "bedrock-runtime.eu-west-1.amazonaws.com", "github.com", "api.github.com"]
