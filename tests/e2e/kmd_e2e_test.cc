@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -52,7 +53,10 @@ class Kmd : public ::testing::Test {
     }
     // kmd pinned its exec audit in a bpffs under its runtime directory.
     std::system(("umount -l '" + root_ + "/run/bpf' 2>/dev/null; rm -rf '" + root_ + "'").c_str());
-    std::system(("rmdir /sys/fs/cgroup/unified/" + cgroup_ + " 2>/dev/null").c_str());
+    // Every hierarchy kmd used (hybrid hosts have v1 ones for cpu, memory and pids too).
+    // Every hierarchy; a cgroup whose last tasks are still being reaped is busy for a moment.
+    std::system(("for i in $(seq 50); do rmdir /sys/fs/cgroup/*/" + cgroup_ + " 2>/dev/null; "
+                 "ls -d /sys/fs/cgroup/*/" + cgroup_ + " >/dev/null 2>&1 || break; sleep 0.1; done").c_str());
   }
 
   void start_kmd() {
@@ -399,6 +403,224 @@ TEST_F(Kmd, ProfilesWithEgressGetAnEnforcerThatGoesWithThem) {
   EXPECT_NE(r.out.find(":3128"), std::string::npos) << r.out;
   EXPECT_EQ(km({"destroy", id}).status, 0);
   EXPECT_TRUE(enforcers().empty());
+}
+
+// Events of `type` in a sandbox's record (km status -o json).
+std::vector<Json> events_of(const Json& status, const std::string& type) {
+  std::vector<Json> out;
+  for (const auto& e : status["events"]) {
+    if (e["type"] == type) out.push_back(e["detail"]);
+  }
+  return out;
+}
+
+TEST_F(Kmd, ComputeBudgetFreezesTheSandboxAtItsCeilingAndATopUpThawsIt) {
+  // $18 per running hour is 5,000 µ$ a second: the $0.02 ceiling is 4 s of running time, the
+  // warning (at half) 2 s.
+  std::ofstream(root_ + "/budget.yaml") << "apiVersion: klankermaker.ai/v1alpha2\nkind: SandboxProfile\n"
+                                           "metadata: {name: b, prefix: b}\nextends: quickstart\n"
+                                           "spec:\n  budget:\n    compute: {maxSpendUSD: 0.02, ratePerHourUSD: 18}\n"
+                                           "    warningThreshold: 0.5\n";
+  auto c = km({"create", root_ + "/budget.yaml"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  std::string id = c.out.substr(0, c.out.find('\n'));
+  // A process that counts, as long as it is allowed to run.
+  ASSERT_EQ(km({"exec", id, "--", "sh", "-c",
+                "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /workspace/n.tmp; mv /workspace/n.tmp /workspace/n; "
+                "sleep 0.05; done' </dev/null >/dev/null 2>&1 &"})
+                .status,
+            0);
+  std::string counter_path = root_ + "/state/sandboxes/" + id + "/workspace/n";
+  auto counter = [&] { return std::atoll(km::read_file(counter_path, 64).value_or("0").c_str()); };
+  auto status = [&] { return Json::parse(km({"-o", "json", "status", id}).out, nullptr, false); };
+  auto wait_for = [&](const std::function<bool(const Json&)>& done) {
+    Json st;
+    for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30); std::chrono::steady_clock::now() < deadline;) {
+      st = status();
+      if (st.is_object() && done(st)) return st;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ADD_FAILURE() << "condition not reached; last status: " << st.dump();
+    return st;
+  };
+  Json st = wait_for([](const Json& s) { return s["state"] == "paused"; });
+  EXPECT_EQ(st["reason"], "compute budget exhausted");
+  // Frozen: the cgroup says so, and the counter stops.
+  auto events = km::read_file(cgroup_dir() + "/" + id + "/cgroup.events", 4096).value_or("");
+  EXPECT_NE(events.find("frozen 1"), std::string::npos) << events;
+  int64_t at_freeze = counter();
+  EXPECT_GT(at_freeze, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // an observation window, not a wait
+  EXPECT_EQ(counter(), at_freeze);
+  // One warning and one exhausted event, in that order, with the figures.
+  st = status();
+  auto warnings = events_of(st, "budget-warning"), exhausted = events_of(st, "budget-exhausted");
+  ASSERT_EQ(warnings.size(), 1u) << st.dump();
+  ASSERT_EQ(exhausted.size(), 1u) << st.dump();
+  EXPECT_EQ(warnings[0]["pool"], "compute");
+  EXPECT_EQ(warnings[0]["limit"], 20000);
+  EXPECT_GE(warnings[0]["spent"].get<int64_t>(), 10000);
+  EXPECT_EQ(exhausted[0]["pool"], "compute");
+  EXPECT_EQ(exhausted[0]["limit_usd"], "0.020000");
+  EXPECT_EQ(events_of(st, "paused").size(), 1u);
+  // Caught within a tick (a second, 5,000 µ$) of the ceiling, and the spend stands still while frozen.
+  auto show = km({"-o", "json", "budget", "show", id});
+  ASSERT_EQ(show.status, 0) << show.err;
+  Json b = Json::parse(show.out);
+  int64_t spent = b["compute"]["spent_micros"];
+  EXPECT_GE(spent, 20000);
+  EXPECT_LE(spent, 20000 + 2 * 5000);
+  EXPECT_EQ(b["compute"]["limit_micros"], 20000);
+  EXPECT_EQ(b["compute"]["rate_micros_per_hour"], 18000000);
+  EXPECT_EQ(b["compute"]["rate_usd_per_hour"], "18.000000");
+  EXPECT_EQ(b["compute"]["exhausted"], true);
+  EXPECT_EQ(b["ai"]["limit_micros"], 1000000);  // quickstart's, inherited
+  EXPECT_EQ(b["epoch"], 0);
+  EXPECT_EQ(Json::parse(km({"-o", "json", "budget", "show", id}).out)["compute"]["spent_micros"], spent);
+  // km resume cannot thaw it while the budget is spent; the hint says what can.
+  auto resume = km({"resume", id});
+  EXPECT_EQ(resume.status, 1);
+  EXPECT_NE(resume.err.find("compute budget"), std::string::npos) << resume.err;
+  EXPECT_NE(resume.err.find("km budget add"), std::string::npos) << resume.err;
+  // A top-up thaws it at once, and the counter moves again.
+  auto add = km({"budget", "add", id, "--compute", "0.02"});
+  ASSERT_EQ(add.status, 0) << add.err;
+  EXPECT_NE(add.out.find("of $0.040000"), std::string::npos) << add.out;
+  EXPECT_NE(add.out.find("resumed"), std::string::npos) << add.out;
+  st = status();
+  EXPECT_EQ(st["state"], "running");
+  EXPECT_EQ(st["reason"], "");
+  auto resumed = events_of(st, "resumed");
+  ASSERT_EQ(resumed.size(), 1u);
+  EXPECT_EQ(resumed[0]["reason"], "compute budget raised");
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+       counter() == at_freeze && std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_GT(counter(), at_freeze);
+  // The warnings were re-armed: past half of the new $0.04 at once (a second warning), then the
+  // new ceiling freezes it again.
+  st = wait_for([](const Json& s) { return events_of(s, "budget-exhausted").size() == 2 && s["state"] == "paused"; });
+  EXPECT_EQ(events_of(st, "budget-warning").size(), 2u);
+  EXPECT_EQ(events_of(st, "paused").size(), 2u);
+  b = Json::parse(km({"-o", "json", "budget", "show", id}).out);
+  EXPECT_EQ(b["compute"]["limit_micros"], 40000);
+  EXPECT_EQ(b["epoch"], 1);
+  EXPECT_EQ(km({"destroy", id}).status, 0);
+}
+
+TEST_F(Kmd, AiBudgetIsInTheLedgerAndStatusShowsTheSpend) {
+  std::ofstream(root_ + "/ai.yaml") << "apiVersion: klankermaker.ai/v1alpha2\nkind: SandboxProfile\n"
+                                       "metadata: {name: ai, prefix: ai}\nextends: quickstart\n"
+                                       "spec:\n  budget:\n    ai: {maxSpendUSD: 2.5}\n    warningThreshold: 0.9\n";
+  auto c = km({"create", root_ + "/ai.yaml"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  std::string id = c.out.substr(0, c.out.find('\n'));
+  // The ledger: the enforcer's (uid 65534), with the profile's limits in it.
+  std::string ledger = root_ + "/state/sandboxes/" + id + "/ledger/spend.db";
+  struct stat st {};
+  ASSERT_EQ(::stat(ledger.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+  auto sql = [&](const std::string& statement, const std::string& as = "65534") {
+    return run({"/usr/bin/setpriv", "--reuid=" + as, "--regid=" + as, "--clear-groups", "/usr/bin/python3", "-c",
+                "import sqlite3, sys\ndb = sqlite3.connect(sys.argv[1])\n"
+                "for q in sys.argv[2].split(';'):\n  for r in db.execute(q): print(*r)\ndb.commit()\n",
+                ledger, statement});
+  };
+  auto limits = sql("SELECT ai_micros, compute_micros, warning_threshold FROM limits");
+  EXPECT_EQ(limits.out, "2500000 1000000 0.9\n") << limits.err;
+  auto text = km({"status", id});
+  EXPECT_NE(text.out.find("ai spend       $0.000000 of $2.500000 (0.0%)"), std::string::npos) << text.out;
+  // What the enforcer writes for a metered call (the enforcer's uid can): 96% of the ceiling.
+  auto w = sql("INSERT INTO models VALUES ('claude-sonnet-4-5', 120000, 4000, 0, 0, 1, 2400000);"
+               "INSERT INTO calls VALUES ('c1', 1700000000, 'anthropic', 'messages', 'claude-sonnet-4-5', 'exact', 200, 0,"
+               " 120000, 4000, 0, 0, 2400000)");
+  ASSERT_EQ(w.status, 0) << w.err;
+  auto status = [&] { return Json::parse(km({"-o", "json", "status", id}).out, nullptr, false); };
+  Json s;
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15); std::chrono::steady_clock::now() < deadline;) {
+    s = status();
+    if (!events_of(s, "budget-warning").empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto warnings = events_of(s, "budget-warning");
+  ASSERT_EQ(warnings.size(), 1u) << s.dump();
+  EXPECT_EQ(warnings[0]["pool"], "ai");
+  EXPECT_EQ(warnings[0]["spent"], 2400000);
+  EXPECT_EQ(s["budget"]["ai"]["percent"], 96.0);
+  EXPECT_EQ(s["budget"]["models"][0]["model"], "claude-sonnet-4-5");
+  EXPECT_EQ(s["budget"]["models"][0]["input_tokens"], 120000);
+  text = km({"status", id});
+  EXPECT_NE(text.out.find("ai spend       $2.400000 of $2.500000 (96.0%)"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("claude-sonnet-4-5: 1 requests, 120.0k in, 4000 out, $2.400000"), std::string::npos) << text.out;
+  // Past the ceiling: one budget-exhausted event; the sandbox keeps running (the enforcer
+  // refuses AI requests; compute is another pool).
+  ASSERT_EQ(sql("UPDATE models SET cost_micros = 2600000, requests = 2").status, 0);
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15); std::chrono::steady_clock::now() < deadline;) {
+    s = status();
+    if (!events_of(s, "budget-exhausted").empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(events_of(s, "budget-exhausted").size(), 1u) << s.dump();
+  EXPECT_EQ(events_of(s, "budget-exhausted")[0]["pool"], "ai");
+  EXPECT_EQ(s["state"], "running");
+  // A top-up: the new limit is in the ledger at once.
+  auto add = km({"-o", "json", "budget", "add", id, "--ai", "1.000001"});
+  ASSERT_EQ(add.status, 0) << add.err;
+  Json b = Json::parse(add.out);
+  EXPECT_EQ(b["ai"]["limit_micros"], 3500001);
+  EXPECT_EQ(b["ai"]["limit_usd"], "3.500001");
+  EXPECT_EQ(b["resumed"], false);
+  EXPECT_EQ(sql("SELECT ai_micros FROM limits").out, "3500001\n");
+  auto show = km({"-o", "json", "budget", "show", id});
+  b = Json::parse(show.out);
+  ASSERT_EQ(b["calls"].size(), 1u);
+  EXPECT_EQ(b["calls"][0]["id"], "c1");
+  EXPECT_EQ(b["calls"][0]["cost_usd"], "2.400000");
+  EXPECT_EQ(b["models"][0]["requests"], 2);
+  text = km({"budget", "show", id});
+  EXPECT_NE(text.out.find("claude-sonnet-4-5"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("$2.6000"), std::string::npos) << text.out;
+  // km create's --ai and --compute replace the profile's ceilings, to the micro-dollar.
+  auto c2 = km({"create", root_ + "/ai.yaml", "--ai", "0.1", "--compute", "$3.000007"});
+  ASSERT_EQ(c2.status, 0) << c2.err;
+  std::string id2 = c2.out.substr(0, c2.out.find('\n'));
+  b = Json::parse(km({"-o", "json", "budget", "show", id2}).out);
+  EXPECT_EQ(b["ai"]["limit_micros"], 100000);
+  EXPECT_EQ(b["compute"]["limit_micros"], 3000007);
+  auto bad = km({"create", root_ + "/ai.yaml", "--ai", "0.0000001"});
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("six decimal places"), std::string::npos) << bad.err;
+  EXPECT_EQ(km({"budget", "add", id}).status, 2);  // nothing to add
+  // A destroyed sandbox's spend can still be read, by ID.
+  ASSERT_EQ(km({"destroy", id}).status, 0);
+  show = km({"-o", "json", "budget", "show", id});
+  ASSERT_EQ(show.status, 0) << show.err;
+  EXPECT_EQ(Json::parse(show.out)["ai"]["spent_micros"], 2600000);
+}
+
+TEST_F(Kmd, ThePriceTableSetsComputeRatesAndABadOneStopsKmdNamingIt) {
+  stop_kmd(SIGTERM);
+  std::string config = km::read_file(root_ + "/kmd.yaml", 1 << 16).value_or("");
+  auto kmd = [&] {
+    return run({KMD_BIN, "--foreground", "--config", root_ + "/kmd.yaml", "--state-dir", root_ + "/state", "--runtime-dir",
+                root_ + "/run", "--group", "", "--cgroup-name", cgroup_});
+  };
+  std::ofstream(root_ + "/bad-prices.json") << "{\"version\": 1, \"compute\": {\"local_vcpu_hour\": \"cheap\"}}\n";
+  std::ofstream(root_ + "/kmd.yaml") << config << "priceTable: " << root_ << "/bad-prices.json\n";
+  auto bad = kmd();
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.err.find("priceTable " + root_ + "/bad-prices.json"), std::string::npos) << bad.err;
+  std::ofstream(root_ + "/kmd.yaml") << config << "priceTable: " << root_ << "/missing.json\n";
+  EXPECT_NE(kmd().err.find(root_ + "/missing.json"), std::string::npos);
+  // A valid override: $0.50 per vCPU-hour; quickstart names no rate of its own and has 1 vCPU.
+  std::ofstream(root_ + "/prices.json") << "{\"version\": 1, \"compute\": {\"local_vcpu_hour\": 0.5}}\n";
+  std::ofstream(root_ + "/kmd.yaml") << config << "priceTable: " << root_ << "/prices.json\n";
+  start_kmd();
+  std::string id = create();
+  Json b = Json::parse(km({"-o", "json", "budget", "show", id}).out);
+  EXPECT_EQ(b["compute"]["rate_micros_per_hour"], 500000);
+  EXPECT_EQ(b["compute"]["limit_micros"], 1000000);  // quickstart's $1
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "km/cli/budget_commands.h"
 #include "km/cli/output.h"
 #include "km/cli/profile_commands.h"
 #include "km/cli/sandbox_commands.h"
@@ -28,6 +29,7 @@ int run(int argc, char** argv) {
   int exit_code = kExitOk;
   add_profile_commands(app, global, &exit_code);
   add_sandbox_commands(app, global, &exit_code);
+  add_budget_commands(app, global, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -17,7 +17,9 @@
 #include <memory>
 
 #include "km/base/duration.h"
+#include "km/base/money.h"
 #include "km/base/strings.h"
+#include "km/cli/budget_commands.h"
 #include "km/cli/kmd_client.h"
 #include "km/profile/builtins.h"
 #include "km/profile/inherit.h"
@@ -64,11 +66,17 @@ int finish(const Result<Json>& r, const GlobalOptions& g, const std::function<vo
 }
 
 int cmd_create(const GlobalOptions& g, const std::string& ref, const std::string& alias, const std::string& ttl,
-               const std::string& idle, double compute, double ai) {
-  if (compute >= 0 || ai >= 0) {
-    print_error("--compute and --ai budgets cannot be enforced by this version of km",
-                "budgets arrive with AI metering; create without them, or wait for that release");
-    return kExitFailure;
+               const std::string& idle, const std::string& compute, const std::string& ai) {
+  // Budgets in USD, converted to micro-dollars from the decimal text (no floating point).
+  Json budget = Json::object();
+  for (auto [flag, text] : {std::pair<const char*, const std::string*>{"compute", &compute}, {"ai", &ai}}) {
+    if (text->empty()) continue;
+    auto micros = parse_usd_micros(*text);
+    if (!micros) {
+      print_error(Error(micros.error()).wrap(std::string("--") + flag));
+      return kExitUsage;
+    }
+    budget[std::string(flag) + "_micros"] = *micros;
   }
   profile::ResolveOptions o;
   o.search_paths = g.profile_paths;
@@ -92,6 +100,7 @@ int cmd_create(const GlobalOptions& g, const std::string& ref, const std::string
     return kExitFailure;
   }
   Json req{{"op", "create"}, {"profile", *yaml_text}, {"profile_source", ref}};
+  req.update(budget);
   if (!alias.empty()) req["alias"] = alias;
   for (auto [flag, value] : {std::pair<const char*, const std::string*>{"ttl", &ttl}, {"idle", &idle}}) {
     if (value->empty()) continue;
@@ -279,6 +288,7 @@ int cmd_status(const GlobalOptions& g, const std::string& ref) {
     line("teardown", s["teardown_policy"]);
     if (s.contains("processes")) line("processes", std::to_string(s["processes"].get<int64_t>()));
     if (s.contains("memory_bytes")) line("memory", std::to_string(s["memory_bytes"].get<int64_t>() >> 20) + " MiB");
+    if (s.contains("budget") && s["budget"].is_object()) print_spend(s["budget"], 14);
     std::printf("events:\n");
     for (const auto& e : s["events"]) {
       std::printf("  %s  %-16s %s\n", utc(e["ts"]).c_str(), e["type"].get<std::string>().c_str(),
@@ -455,8 +465,7 @@ int cmd_simple(const GlobalOptions& g, const std::string& op, const std::string&
 
 void add_sandbox_commands(CLI::App& app, GlobalOptions& global, int* exit_code) {
   struct CreateOpts {
-    std::string profile, alias, ttl, idle;
-    double compute = -1, ai = -1;
+    std::string profile, alias, ttl, idle, compute, ai;
   };
   auto co = std::make_shared<CreateOpts>();
   CLI::App* create = app.add_subcommand("create", "Create a sandbox from a profile (file or built-in) and print its ID");
@@ -464,8 +473,9 @@ void add_sandbox_commands(CLI::App& app, GlobalOptions& global, int* exit_code) 
   create->add_option("--alias", co->alias, "A name to use instead of the ID");
   create->add_option("--ttl", co->ttl, "Override the profile's ttl (e.g. 2h)");
   create->add_option("--idle", co->idle, "Override the profile's idleTimeout");
-  create->add_option("--compute", co->compute, "Compute budget in USD")->check(CLI::NonNegativeNumber);
-  create->add_option("--ai", co->ai, "AI budget in USD")->check(CLI::NonNegativeNumber);
+  create->add_option("--compute", co->compute, "Compute budget in USD (replaces the profile's spec.budget.compute.maxSpendUSD)")
+      ->type_name("USD");
+  create->add_option("--ai", co->ai, "AI budget in USD (replaces the profile's spec.budget.ai.maxSpendUSD)")->type_name("USD");
   create->callback([&global, co, exit_code] {
     *exit_code = cmd_create(global, co->profile, co->alias, co->ttl, co->idle, co->compute, co->ai);
   });

@@ -9,7 +9,7 @@
 //   upstreamDNS: [192.0.2.53]    for the enforcer
 //   extraCABundle: /etc/km/ca.pem
 //   upstreamProxy: http://proxy.corp.example:3128
-//   priceTable: /etc/km/prices.yaml
+//   priceTable: /etc/km/prices.json  prices over the built-in table (meter::PriceTable JSON; read at start)
 //   logLevel: info
 #pragma once
 
@@ -30,7 +30,7 @@ struct Config {
   std::vector<std::string> upstream_dns;
   std::string extra_ca_bundle;
   std::string upstream_proxy;
-  std::string price_table;
+  std::string price_table;  // "" or a file of prices laid over the built-in table
   std::string log_level = "info";
   std::string init_path;  // default: next to kmd, then /usr/local/libexec/km
   std::string enforcer_path;  // km-enforcer; found the same way

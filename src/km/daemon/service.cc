@@ -17,7 +17,10 @@
 #include <fstream>
 
 #include "km/base/duration.h"
+#include "km/base/file.h"
+#include "km/base/money.h"
 #include "km/base/strings.h"
+#include "km/daemon/budget.h"
 #include "km/enforcer/config.h"
 #include "km/profile/inherit.h"
 #include "km/profile/model.h"
@@ -84,6 +87,15 @@ constexpr uint32_t kEnforcerUid = 65534;
 
 Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shared_ptr<Clock> clock, log::Logger& log) {
   std::unique_ptr<Service> s(new Service(config, std::move(clock), log));
+  // Compute rates (and, in the enforcers, AI prices) come from the built-in table with the
+  // operator's override file laid over it; a bad file stops kmd here, naming it.
+  s->prices_ = meter::PriceTable::builtin();
+  if (!config.price_table.empty()) {
+    auto text = read_file(config.price_table, 1u << 20);
+    auto table = text ? meter::PriceTable::from_json(*text) : Result<meter::PriceTable>(fail(text.error()));
+    if (!table) return fail(std::move(table).error().wrap("priceTable " + config.price_table));
+    s->prices_ = s->prices_.merged(*table);
+  }
   s->layout_.state_dir = config.state_dir;
   s->layout_.runtime_dir = config.runtime_dir;
   auto pool = config.link_pool;
@@ -119,6 +131,7 @@ Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shar
   KM_ASSIGN_OR_RETURN(sandbox::Launcher l, sandbox::Launcher::create(lc));
   s->launcher_.emplace(std::move(l));
   KM_ASSIGN_OR_RETURN(s->store_, store::Store::open(config.state_dir + "/km.db"));
+  s->store_->set_clock([clock = s->clock_] { return clock->now(); });  // running time, for compute spend
   return s;
 }
 
@@ -237,6 +250,7 @@ Json Service::handle(const Json& req, std::vector<UniqueFd>& fds, int conn) {
     if (op == "exec") return op_exec(req, fds, conn);
     if (op == "shell") return op_shell(req, fds, conn);
     if (op == "clone") return op_clone(req);
+    if (op == "budget") return op_budget(req);
     if (op == "stop" || op == "pause" || op == "resume" || op == "lock" || op == "unlock" || op == "extend" ||
         op == "destroy") {
       return op_simple(op, req);
@@ -294,7 +308,16 @@ Json Service::op_create(const Json& req) {
   if (!s.alias.empty() && bad_alias(s.alias)) {
     return error_reply(Error(ErrorCode::kInvalidArgument, "alias " + km::quoted(s.alias) + " must be 1-32 letters, digits, '-' or '_' and not look like a number"));
   }
-  return create_and_start(s, nullptr);
+  // km create --ai/--compute replace the profile's ceilings.
+  std::optional<int64_t> ai, compute;
+  for (auto [key, value] : {std::pair<const char*, std::optional<int64_t>*>{"ai_micros", &ai}, {"compute_micros", &compute}}) {
+    if (!req.contains(key)) continue;
+    *value = req[key].get<int64_t>();
+    if (**value < 0 || **value > kMaxUsdMicros) {
+      return error_reply(Error(ErrorCode::kInvalidArgument, std::string(key) + " must be between 0 and " + std::to_string(kMaxUsdMicros)));
+    }
+  }
+  return create_and_start(s, [&](const store::Sandbox& made) { return prepare_ledger(made, *model, ai, compute); });
 }
 
 Json Service::create_and_start(store::Sandbox s, const std::function<Status(const store::Sandbox&)>& prepare) {
@@ -362,6 +385,7 @@ bool bad_alias(const std::string& a) {
 
 Result<store::Sandbox> Service::do_start(store::Sandbox s) {
   KM_ASSIGN_OR_RETURN(profile::Model m, stored_model(s));
+  KM_TRY(prepare_ledger(s, m, std::nullopt, std::nullopt));
   sandbox::Allocation a{s.id, uid_base_of(s.slot), static_cast<uint32_t>(s.slot)};
   KM_ASSIGN_OR_RETURN(sandbox::Spec spec, sandbox::plan(m, a, layout_));
   sys::CgroupLimits lim{m.cpus, m.memory, m.pids};
@@ -379,6 +403,8 @@ Result<store::Sandbox> Service::do_start(store::Sandbox s) {
     ec.upstream_dns = config_.upstream_dns;
     ec.upstream_proxy = config_.upstream_proxy;
     ec.ca_bundle = config_.extra_ca_bundle;
+    ec.ledger_path = ledger_path(s.id);
+    ec.price_table = config_.price_table;
     ec.pid_file = launcher_->runtime_dir(s.id) + "/enforcer.pid";
     ec.run_as_uid = kEnforcerUid;
     ec.run_as_gid = kEnforcerUid;
@@ -443,6 +469,9 @@ Json Service::op_status(const Json& req) {
     for (const auto& ev : *e) evs.push_back(Json{{"ts", ev.ts}, {"type", ev.type}, {"detail", Json::parse(ev.detail, nullptr, false)}});
   }
   d["events"] = evs;
+  if (auto ledger = ledger_for(s->id)) {
+    if (auto b = budget_of(*ledger, *s)) d["budget"] = std::move(*b);
+  }
   return Json{{"ok", true}, {"sandbox", d}, {"now", clock_->now()}};
 }
 
@@ -697,6 +726,7 @@ Status Service::do_destroy(const store::Sandbox& s, const std::string& reason) {
                                                      State::kDestroying, reason));
   if (!moved) return ok();
   collect_artifacts(s);
+  archive_ledger(s.id);
   KM_TRY(launcher_->destroy(s.id));
   unwatch_commands(s.id);
   (void)store_->transition(s.id, {State::kDestroying}, State::kDestroyed, reason);
@@ -732,6 +762,7 @@ Json Service::op_simple(const std::string& op, const Json& req) {
     st = launcher_->freeze(sb.id, true);
     if (st && *store_->transition(sb.id, {State::kRunning}, State::kPaused)) event(sb.id, "paused");
   } else if (op == "resume") {
+    if (auto refusal = compute_ceiling_refusal(sb)) return error_reply(*refusal);
     if (sb.state == State::kPaused) {
       st = launcher_->freeze(sb.id, false);
       if (st && *store_->transition(sb.id, {State::kPaused}, State::kRunning)) event(sb.id, "resumed");
@@ -786,6 +817,7 @@ void Service::tick() {
       if (fresh && *fresh && ((*fresh)->state == State::kRunning || (*fresh)->state == State::kPaused)) supervise_enforcer(s.id);
     }
   }
+  check_budgets(*all, now);
   for (const auto& s : *all) {
     int sessions;
     {
@@ -895,6 +927,203 @@ Status Service::reconcile() {
     (void)launcher_->destroy(id);
   }
   return ok();
+}
+
+// --- Budgets: the spend ledger, compute spend, warnings and ceilings (see budget.h).
+
+namespace {
+constexpr const char* kComputeExhausted = "compute budget exhausted";
+constexpr const char* kLedgerFile = "spend.db";
+}  // namespace
+
+std::string Service::ledger_dir(const std::string& id) const { return sandbox::sandbox_dir(layout_, id) + "/ledger"; }
+std::string Service::ledger_path(const std::string& id) const { return ledger_dir(id) + "/" + kLedgerFile; }
+
+int64_t Service::compute_rate(const profile::Model& m) const {
+  if (m.compute_rate_micros_per_hour) return *m.compute_rate_micros_per_hour;
+  return prices_.compute_rate_micros_per_hour(m.substrate, m.cpus);
+}
+
+Status Service::prepare_ledger(const store::Sandbox& s, const profile::Model& m, std::optional<int64_t> ai,
+                               std::optional<int64_t> compute) {
+  std::string sdir = sandbox::sandbox_dir(layout_, s.id), dir = ledger_dir(s.id);
+  auto made = [&]() -> Status {
+    if (::mkdir(sdir.c_str(), 0711) != 0 && errno != EEXIST) return fail(Error::from_errno("mkdir " + sdir));
+    // The enforcer (unprivileged) writes the ledger, and SQLite's -wal and -shm beside it.
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return fail(Error::from_errno("mkdir " + dir));
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return fail(ErrorCode::kFailedPrecondition, dir + " is not a directory");
+    if (::chown(dir.c_str(), kEnforcerUid, kEnforcerUid) != 0) return fail(Error::from_errno("chown " + dir));
+    KM_ASSIGN_OR_RETURN(auto ledger, store::SpendLedger::open_as(ledger_path(s.id), kEnforcerUid, kEnforcerUid));
+    return ledger->init_limits(initial_limits(m, ai, compute, compute_rate(m)));
+  };
+  if (Status st = made(); !st) return fail(std::move(st).error().wrap("preparing the spend ledger"));
+  return ok();
+}
+
+std::shared_ptr<store::SpendLedger> Service::ledger_for(const std::string& id) {
+  std::lock_guard<std::mutex> g(ledgers_mu_);
+  if (auto it = ledgers_.find(id); it != ledgers_.end()) return it->second;
+  std::string live = ledger_path(id);
+  std::string kept = config_.state_dir + "/ledgers/" + id + "/" + kLedgerFile;
+  bool is_live = ::access(live.c_str(), F_OK) == 0;
+  if (!is_live && ::access(kept.c_str(), F_OK) != 0) return nullptr;
+  auto l = store::SpendLedger::open_as(is_live ? live : kept, kEnforcerUid, kEnforcerUid);
+  if (!l) {
+    if (ledger_errors_.insert(id).second) {
+      log_.log(log::Level::kError, "cannot open the spend ledger; budgets are not enforced", {{"error", l.error().to_string()}}, id);
+    }
+    return nullptr;
+  }
+  std::shared_ptr<store::SpendLedger> shared(std::move(*l));
+  if (is_live) ledgers_[id] = shared;  // a kept ledger is read now and then; not cached
+  return shared;
+}
+
+void Service::archive_ledger(const std::string& id) {
+  {
+    std::lock_guard<std::mutex> g(ledgers_mu_);
+    ledgers_.erase(id);
+  }
+  // The sandbox's directory goes with it; its ledger is kept, for `km budget show` afterwards.
+  std::string from = ledger_dir(id), kept = config_.state_dir + "/ledgers";
+  if (::access(from.c_str(), F_OK) != 0) return;
+  ::mkdir(kept.c_str(), 0711);
+  if (::rename(from.c_str(), (kept + "/" + id).c_str()) != 0) {
+    log_.log(log::Level::kWarn, "cannot keep the spend ledger", {{"error", Error::from_errno("rename " + from).to_string()}}, id);
+  }
+}
+
+Result<Json> Service::budget_of(store::SpendLedger& ledger, const store::Sandbox& s) {
+  BudgetView v;
+  KM_ASSIGN_OR_RETURN(v.limits, ledger.limits());
+  KM_ASSIGN_OR_RETURN(v.ai_spent, ledger.ai_spent());
+  KM_ASSIGN_OR_RETURN(v.models, ledger.models());
+  v.running_seconds = running_seconds(s, clock_->now());
+  return budget_json(v);
+}
+
+void Service::check_budgets(const std::vector<store::Sandbox>& all, int64_t now) {
+  std::set<std::string> live;
+  for (const auto& listed : all) {
+    if (listed.state != State::kRunning && listed.state != State::kPaused) continue;
+    live.insert(listed.id);
+    auto ledger = ledger_for(listed.id);
+    if (!ledger) continue;
+    std::lock_guard<std::mutex> g(lock_for(listed.id));
+    auto fresh = store_->get(listed.id);
+    if (!fresh || !*fresh) continue;
+    const store::Sandbox& s = **fresh;
+    if (s.state != State::kRunning && s.state != State::kPaused) continue;
+    auto limits = ledger->limits();
+    auto ai = limits ? ledger->ai_spent() : Result<int64_t>(fail(limits.error()));
+    if (!ai) {
+      log_.log(log::Level::kError, "cannot read the spend ledger", {{"error", ai.error().to_string()}}, s.id);
+      continue;
+    }
+    // The spend now, not as it was at the last look: a ceiling is caught within one tick.
+    int64_t compute = compute_spent_micros(limits->compute_rate_micros_per_hour, running_seconds(s, now));
+    for (const BudgetNotice& n : budget_reached(*limits, *ai, compute)) {
+      bool exhausted = n.kind == Notice::kExhausted;
+      bool freeze = exhausted && n.pool == "compute" && s.state == State::kRunning && !s.locked;
+      auto claimed = exhausted ? ledger->claim_exhausted(n.pool) : ledger->claim_warning(n.pool);
+      if (claimed && *claimed) {
+        Json d{{"pool", n.pool}, {"spent", n.spent}, {"limit", n.limit}, {"spent_usd", usd_decimal(n.spent)},
+               {"limit_usd", usd_decimal(n.limit)}};
+        if (!exhausted) d["threshold"] = limits->warning_threshold;
+        if (exhausted && n.pool == "compute") d["action"] = s.locked ? "none (the sandbox is locked)" : "frozen";
+        if (exhausted && n.pool == "ai") d["action"] = "AI requests refused";
+        event(s.id, exhausted ? "budget-exhausted" : "budget-warning", d);
+      }
+      // Not gated by the claim: a freeze that failed is tried again at the next tick.
+      if (freeze) {
+        Status st = launcher_->freeze(s.id, true);
+        auto moved = st ? store_->transition(s.id, {State::kRunning}, State::kPaused, kComputeExhausted) : Result<bool>(false);
+        if (!st) log_.log(log::Level::kError, "cannot freeze at the compute ceiling", {{"error", st.error().to_string()}}, s.id);
+        else if (moved && *moved) event(s.id, "paused", {{"reason", kComputeExhausted}});
+      }
+    }
+  }
+  std::lock_guard<std::mutex> g(ledgers_mu_);
+  for (auto it = ledgers_.begin(); it != ledgers_.end();) it = live.count(it->first) ? std::next(it) : ledgers_.erase(it);
+}
+
+std::optional<Error> Service::compute_ceiling_refusal(const store::Sandbox& s) {
+  if (s.locked || (s.state != State::kPaused && s.state != State::kStopped)) return std::nullopt;
+  auto ledger = ledger_for(s.id);
+  if (!ledger) return std::nullopt;
+  auto l = ledger->limits();
+  if (!l || !l->compute_micros) return std::nullopt;
+  int64_t spent = compute_spent_micros(l->compute_rate_micros_per_hour, running_seconds(s, clock_->now()));
+  if (spent < *l->compute_micros) return std::nullopt;
+  return Error(ErrorCode::kFailedPrecondition, "sandbox " + s.id + " has spent its compute budget (" + format_usd(spent) + " of " +
+                                                   format_usd(*l->compute_micros) + ")")
+      .with_hint("km budget add " + s.id + " --compute USD");
+}
+
+Json Service::op_budget(const Json& req) {
+  auto found = find(req);
+  if (!found) return error_reply(found.error());
+  std::string action = req.value("action", std::string("show"));
+  if (action == "show") {
+    auto ledger = ledger_for(found->id);
+    if (!ledger) {
+      return error_reply(Error(ErrorCode::kNotFound, "sandbox " + found->id + " has no spend ledger")
+                             .with_hint(found->state == State::kDestroyed ? "it was destroyed and its ledger was not kept" : ""));
+    }
+    auto b = budget_of(*ledger, *found);
+    size_t limit = static_cast<size_t>(std::clamp<int64_t>(req.value("limit", int64_t{20}), 0, 100000));
+    auto calls = ledger->calls(limit);
+    if (!b || !calls) return error_reply(!b ? b.error() : calls.error());
+    (*b)["id"] = found->id;
+    (*b)["calls"] = calls_json(*calls);
+    return Json{{"ok", true}, {"budget", std::move(*b)}, {"sandbox", describe(*found)}};
+  }
+  if (action != "add") return error_reply(Error(ErrorCode::kInvalidArgument, "unknown budget action " + km::quoted(action)));
+  int64_t ai = req.value("ai_micros", int64_t{0}), compute = req.value("compute_micros", int64_t{0});
+  std::lock_guard<std::mutex> g(lock_for(found->id));
+  auto got = store_->get(found->id);
+  if (!got || !*got) return error_reply(Error(ErrorCode::kNotFound, "sandbox vanished"));
+  store::Sandbox sb = **got;
+  if (sb.state == State::kDestroyed || sb.state == State::kDestroying) {
+    return error_reply(Error(ErrorCode::kFailedPrecondition, "sandbox " + sb.id + " is " + std::string(store::state_name(sb.state))));
+  }
+  auto ledger = ledger_for(sb.id);
+  if (!ledger) {
+    // A sandbox from before budgets: its ledger starts with its profile's limits.
+    auto m = stored_model(sb);
+    Status st = m ? prepare_ledger(sb, *m, std::nullopt, std::nullopt) : Status(fail(m.error()));
+    if (!st) return error_reply(st.error());
+    ledger = ledger_for(sb.id);
+    if (!ledger) return error_reply(Error(ErrorCode::kInternal, "sandbox " + sb.id + " has no spend ledger"));
+  }
+  auto raised = ledger->raise_limits(ai, compute);
+  if (!raised) return error_reply(raised.error());
+  Json detail{{"epoch", raised->epoch}};
+  if (ai > 0) detail["ai_added"] = ai, detail["ai_limit"] = *raised->ai_micros;
+  if (compute > 0) detail["compute_added"] = compute, detail["compute_limit"] = *raised->compute_micros;
+  event(sb.id, "budget-raised", detail);
+  // Frozen at the compute ceiling and now under it: thawed, and running again in the record.
+  bool resumed = false;
+  int64_t now = clock_->now();
+  if (sb.state == State::kPaused && sb.reason == kComputeExhausted &&
+      (!raised->compute_micros ||
+       compute_spent_micros(raised->compute_rate_micros_per_hour, running_seconds(sb, now)) < *raised->compute_micros)) {
+    if (Status st = launcher_->freeze(sb.id, false); !st) return error_reply(std::move(st).error().wrap("thawing " + sb.id));
+    auto moved = store_->transition(sb.id, {State::kPaused}, State::kRunning);
+    if (moved && *moved) {
+      event(sb.id, "resumed", {{"reason", "compute budget raised"}});
+      resumed = true;
+    }
+    (void)store_->touch(sb.id, now);
+  }
+  auto fresh = store_->get(sb.id);
+  if (!fresh || !*fresh) return error_reply(Error(ErrorCode::kNotFound, "sandbox vanished"));
+  auto b = budget_of(*ledger, **fresh);
+  if (!b) return error_reply(b.error());
+  (*b)["id"] = sb.id;
+  (*b)["resumed"] = resumed;
+  return Json{{"ok", true}, {"budget", std::move(*b)}, {"sandbox", describe(**fresh)}};
 }
 
 }  // namespace km::daemon

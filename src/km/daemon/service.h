@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <string>
 #include <vector>
@@ -27,7 +28,10 @@
 #include "km/bpf/exec_audit.h"
 #include "km/daemon/config.h"
 #include "km/daemon/lifecycle.h"
+#include "km/meter/price.h"
+#include "km/profile/model.h"
 #include "km/sandbox/launcher.h"
+#include "km/store/ledger.h"
 #include "km/store/store.h"
 
 namespace km::daemon {
@@ -62,6 +66,8 @@ class Service {
   nlohmann::json op_clone(const nlohmann::json& req);
   nlohmann::json op_shell(const nlohmann::json& req, std::vector<UniqueFd>& fds, int conn);
   nlohmann::json op_simple(const std::string& op, const nlohmann::json& req);
+  // km budget: {"action": "show", "limit": N} or {"action": "add", "ai_micros", "compute_micros"}.
+  nlohmann::json op_budget(const nlohmann::json& req);
 
   Result<store::Sandbox> find(const nlohmann::json& req);
   Status do_stop(const store::Sandbox& s, const std::string& reason);
@@ -112,6 +118,28 @@ class Service {
   std::map<uint64_t, Audited> audited_;  // cgroup id -> sandbox
   std::atomic<bool> stopping_{false};
   std::thread exec_reader_;
+
+  // Budgets (budget.h): each sandbox's spend ledger, in <sandbox>/ledger/ (owned by the
+  // enforcer, which records AI spend in it), kept in <stateDir>/ledgers/<id>/ after destroy.
+  std::string ledger_dir(const std::string& id) const;
+  std::string ledger_path(const std::string& id) const;  // <ledger_dir>/spend.db
+  // Makes the ledger if there is none and sets its limits if unset (`ai`/`compute` replace the
+  // profile's ceilings: km create's --ai/--compute).
+  Status prepare_ledger(const store::Sandbox& s, const profile::Model& m, std::optional<int64_t> ai,
+                        std::optional<int64_t> compute);
+  // The sandbox's ledger (the live one, cached; else the one kept after destroy); null if none.
+  std::shared_ptr<store::SpendLedger> ledger_for(const std::string& id);
+  void archive_ledger(const std::string& id);
+  int64_t compute_rate(const profile::Model& m) const;
+  Result<nlohmann::json> budget_of(store::SpendLedger& ledger, const store::Sandbox& s);
+  // Warnings and ceilings of running and paused sandboxes (from tick()).
+  void check_budgets(const std::vector<store::Sandbox>& all, int64_t now);
+  // Why `s` may not be resumed: its compute budget is spent (locked sandboxes are exempt).
+  std::optional<Error> compute_ceiling_refusal(const store::Sandbox& s);
+  meter::PriceTable prices_;  // built-in, with kmd's priceTable laid over it
+  std::mutex ledgers_mu_;
+  std::map<std::string, std::shared_ptr<store::SpendLedger>> ledgers_;
+  std::set<std::string> ledger_errors_;  // logged once
 };
 
 nlohmann::json error_reply(const Error& e);
