@@ -353,6 +353,28 @@ TEST_F(Ai, AStreamCutBeforeItsFinalUsageIsChargedForWhatWasDelivered) {
   EXPECT_EQ(c["estimated"], true);
 }
 
+TEST_F(Ai, ACutJsonResponseAndUnmeterableRequestsCannotSpendUnseen) {
+  // A non-streamed answer cut before its usage: charged by estimate from what arrived.
+  auto cut = anthropic(id_, "claude-3-haiku", "input=10,output=10", false,
+                       "-H 'x-fake-cut-after: 600' -H 'x-fake-reply: " + std::string(2000, 'x') + "'");
+  EXPECT_NE(cut.status, 0);
+  Json c = call_for(budget(id_), "claude-3-haiku");
+  ASSERT_FALSE(c.is_null());
+  EXPECT_EQ(c["estimated"], true);
+  EXPECT_GT(c["output_tokens"].get<int64_t>(), 0);
+  // A background response would be fetched later, unmetered: refused under a ceiling.
+  auto bg = sh(R"(curl -sS -m 10 -w '\n%{http_code}' https://api.openai.com/v1/responses -H 'authorization: Bearer k' )"
+               R"(-H 'content-type: application/json' -d '{"model":"gpt-5.4","background":true,"input":"hi"}')");
+  EXPECT_NE(bg.out.find("\n403"), std::string::npos) << dump(bg);
+  // Framing the provider might read differently, and compressed bodies km cannot read.
+  auto get_body = sh(R"(curl -sS -m 10 -o /dev/null -w '%{http_code}' -X GET https://api.anthropic.com/v1/models -d 'x=1')");
+  EXPECT_EQ(get_body.out, "400") << dump(get_body);
+  auto gz = sh(R"(printf '{}' | gzip | curl -sS -m 10 -o /dev/null -w '%{http_code}' https://api.anthropic.com/v1/messages )"
+               R"(-H 'content-encoding: gzip' -H 'content-type: application/json' --data-binary @-)");
+  EXPECT_EQ(gz.out, "415") << dump(gz);
+  for (const auto& s : fake_since_setup()) EXPECT_NE(s.value("path", ""), "/v1/responses") << s.dump();
+}
+
 TEST_F(Ai, UpstreamThatFailsVerificationIsRefusedNeverPassed) {
   auto r = sh("curl -sS -m 20 -w '%{http_code}' https://bedrock-runtime.eu-west-1.amazonaws.com/model/x/invoke -d '{}'");
   EXPECT_NE(r.out.find("502"), std::string::npos) << dump(r);
@@ -470,7 +492,8 @@ TEST_F(Ai, ClaudeCodeTokensAndCostKmReportsEqualWhatTheProviderSent) {
   int64_t sent_in = 0, sent_out = 0, sent_cr = 0, sent_cw = 0;
   size_t calls = 0;
   for (const auto& s : fake_since_setup()) {
-    if (s["endpoint"] != "messages" || s["usage"].is_null()) continue;
+    // Claude Code's own calls (a stream of an earlier test may log its end late).
+    if (s["endpoint"] != "messages" || s["usage"].is_null() || s.value("user_agent", "").find("claude-cli") != 0) continue;
     ++calls;
     sent_in += s["usage"]["input"].get<int64_t>();
     sent_out += s["usage"]["output"].get<int64_t>();

@@ -18,6 +18,9 @@ int run(int argc, char** argv) {
   app.name("km");
   app.require_subcommand(1);
   app.set_version_flag("--version", KM_VERSION);
+  // Global options are accepted after the subcommand too (`km status X -o json`); subcommands
+  // created below inherit this.
+  app.fallthrough();
   GlobalOptions global;
   app.add_option("--profile-path", global.profile_paths,
                  "Directory searched for profiles named in extends (repeatable; also KM_PROFILE_PATH)")

@@ -253,6 +253,20 @@ int cmd_audit(const GlobalOptions& g, const std::string& ref, const std::string&
         why = "pid " + std::to_string(e.value("pid", 0)) + " ppid " + std::to_string(e.value("ppid", 0)) + " uid " +
               std::to_string(e.value("uid", -1));
       }
+      if (kindcol == "http") {
+        // An inspected request: host and path, the status it got.
+        what = str(e, "method") + " " + str(e, "host") + str(e, "path");
+        if (e.contains("status") && e["status"].is_number()) what += " -> " + std::to_string(e["status"].get<int64_t>());
+        if (!str(e, "repo").empty()) what += " (" + str(e, "repo") + ")";
+      }
+      if (kindcol == "ai") {
+        // A metered AI call: model, tokens and cost.
+        what = str(e, "provider") + " " + str(e, "model");
+        why = std::to_string(e.value("input_tokens", int64_t{0})) + " in, " + std::to_string(e.value("output_tokens", int64_t{0})) +
+              " out, " + format_usd(e.value("cost_micros", int64_t{0})) + (e.value("estimated", false) ? " (estimated)" : "");
+        rows.push_back({str(e, "ts"), kindcol, "", what, why});
+        continue;
+      }
       if (kindcol == "connect") kindcol += "/" + str(e, "mode");
       if (kindcol == "dns") kindcol += "/" + str(e, "rcode");
       rows.push_back({str(e, "ts"), kindcol, str(e, "verdict"), what, why});
@@ -498,8 +512,8 @@ void add_sandbox_commands(CLI::App& app, GlobalOptions& global, int* exit_code) 
   auto ao = std::make_shared<AuditOpts>();
   CLI::App* audit = app.add_subcommand("audit", "Show a sandbox's audit: every command run and every DNS and connection verdict, newest last");
   audit->add_option("ref", ao->ref, "ID, alias or number")->required();
-  audit->add_option("--kind", ao->kind, "Only exec (commands), dns, connect or packet events")
-      ->check(CLI::IsMember({"exec", "dns", "connect", "packet"}));
+  audit->add_option("--kind", ao->kind, "Only exec (commands), dns, connect, packet, http (inspected requests) or ai (metered calls) events")
+      ->check(CLI::IsMember({"exec", "dns", "connect", "packet", "http", "ai"}));
   audit->add_option("-n,--limit", ao->limit, "How many of the newest events (default 50)")->check(CLI::Range(1, 100000));
   audit->callback([&global, ao, exit_code] { *exit_code = cmd_audit(global, ao->ref, ao->kind, ao->limit); });
 

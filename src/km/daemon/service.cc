@@ -1,5 +1,7 @@
 #include "km/daemon/service.h"
 
+#include "km/tls/ca.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
@@ -28,6 +30,7 @@
 #include "km/sandbox/plan.h"
 #include "km/sandbox/protocol.h"
 #include "km/sys/unix_socket.h"
+#include "km/tls/ca.h"
 
 namespace km::daemon {
 
@@ -81,8 +84,12 @@ Result<profile::Model> stored_model(const store::Sandbox& s) {
 bool bad_alias(const std::string& a);
 
 namespace {
-// Enforcers run as nobody: they need no privilege once kmd has opened their sockets.
-constexpr uint32_t kEnforcerUid = 65534;
+// Enforcers need no privilege once kmd has opened their sockets.
+// Each sandbox's enforcer runs as a uid of its own, outside every sandbox's id range
+// (1,000,000 + 65,536 per slot) and unused by the host: what one enforcer owns (its sandbox's
+// spend ledger) no other enforcer, and no other unprivileged process, can write.
+constexpr uint32_t kEnforcerUidBase = 2'000'000'000;
+uint32_t enforcer_uid(int64_t slot) { return kEnforcerUidBase + static_cast<uint32_t>(slot); }
 }  // namespace
 
 Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shared_ptr<Clock> clock, log::Logger& log) {
@@ -383,6 +390,20 @@ bool bad_alias(const std::string& a) {
   return a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != std::string::npos;
 }
 
+std::string Service::inspection_ca_dir(const std::string& id) const { return sandbox::sandbox_dir(layout_, id) + "/ca"; }
+
+Result<std::string> Service::ensure_inspection_ca(const std::string& id) {
+  std::string dir = inspection_ca_dir(id);
+  if (auto cert = read_file(dir + "/ca.pem", 1u << 20); cert && ::access((dir + "/ca.key").c_str(), R_OK) == 0) return *cert;
+  ::mkdir(sandbox::sandbox_dir(layout_, id).c_str(), 0711);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return fail(Error::from_errno("creating " + dir));
+  KM_ASSIGN_OR_RETURN(tls::Pem ca, tls::make_ca("km sandbox " + id + " inspection CA", std::chrono::hours(24 * 400)));
+  // The key first: a certificate on disk always has its key.
+  KM_TRY(write_file_atomic(dir + "/ca.key", ca.key, 0600));
+  KM_TRY(write_file_atomic(dir + "/ca.pem", ca.cert, 0644));
+  return ca.cert;
+}
+
 Result<store::Sandbox> Service::do_start(store::Sandbox s) {
   KM_ASSIGN_OR_RETURN(profile::Model m, stored_model(s));
   KM_TRY(prepare_ledger(s, m, std::nullopt, std::nullopt));
@@ -406,9 +427,19 @@ Result<store::Sandbox> Service::do_start(store::Sandbox s) {
     ec.ledger_path = ledger_path(s.id);
     ec.price_table = config_.price_table;
     ec.pid_file = launcher_->runtime_dir(s.id) + "/enforcer.pid";
-    ec.run_as_uid = kEnforcerUid;
-    ec.run_as_gid = kEnforcerUid;
+    ec.run_as_uid = enforcer_uid(s.slot);
+    ec.run_as_gid = enforcer_uid(s.slot);
     ec.kernel = spec.net.enforcement != "proxy";
+    // L7 inspection: the sandbox's own CA (made once, kept for the sandbox's life); the
+    // sandbox trusts its certificate, only the enforcer reads its key.
+    KM_ASSIGN_OR_RETURN(std::string ca_cert, ensure_inspection_ca(s.id));
+    sandbox::trust_inspection_ca(spec, ca_cert);
+    ec.mitm_ca_cert = inspection_ca_dir(s.id) + "/ca.pem";
+    ec.mitm_ca_key = inspection_ca_dir(s.id) + "/ca.key";
+    ec.github = m.github;
+    ec.github_repos = m.github_repos;
+    ec.github_refs_set = m.github_refs.has_value();
+    if (m.github_refs) ec.github_refs = *m.github_refs;
     enforcer_config = enforcer::to_json(ec);
   }
   KM_ASSIGN_OR_RETURN(sandbox::Started st, launcher_->start(spec, lim, a.uid_base, m.image, enforcer_config));
@@ -953,8 +984,11 @@ Status Service::prepare_ledger(const store::Sandbox& s, const profile::Model& m,
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return fail(Error::from_errno("mkdir " + dir));
     struct stat st {};
     if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return fail(ErrorCode::kFailedPrecondition, dir + " is not a directory");
-    if (::chown(dir.c_str(), kEnforcerUid, kEnforcerUid) != 0) return fail(Error::from_errno("chown " + dir));
-    KM_ASSIGN_OR_RETURN(auto ledger, store::SpendLedger::open_as(ledger_path(s.id), kEnforcerUid, kEnforcerUid));
+    uint32_t uid = enforcer_uid(s.slot);
+    if (::chown(dir.c_str(), uid, uid) != 0) return fail(Error::from_errno("chown " + dir));
+    // A ledger made before enforcers had uids of their own changes hands with its directory.
+    for (const char* f : {"", "-wal", "-shm"}) (void)::lchown((ledger_path(s.id) + f).c_str(), uid, uid);
+    KM_ASSIGN_OR_RETURN(auto ledger, store::SpendLedger::open_as(ledger_path(s.id), uid, uid));
     return ledger->init_limits(initial_limits(m, ai, compute, compute_rate(m)));
   };
   if (Status st = made(); !st) return fail(std::move(st).error().wrap("preparing the spend ledger"));
@@ -968,7 +1002,12 @@ std::shared_ptr<store::SpendLedger> Service::ledger_for(const std::string& id) {
   std::string kept = config_.state_dir + "/ledgers/" + id + "/" + kLedgerFile;
   bool is_live = ::access(live.c_str(), F_OK) == 0;
   if (!is_live && ::access(kept.c_str(), F_OK) != 0) return nullptr;
-  auto l = store::SpendLedger::open_as(is_live ? live : kept, kEnforcerUid, kEnforcerUid);
+  // Opened as the ledger's owner (its sandbox's enforcer uid), whatever kmd's own uid.
+  std::string path = is_live ? live : kept;
+  struct stat dst {};
+  std::string dir = path.substr(0, path.rfind('/'));
+  if (::lstat(dir.c_str(), &dst) != 0 || !S_ISDIR(dst.st_mode)) return nullptr;
+  auto l = store::SpendLedger::open_as(path, dst.st_uid, dst.st_gid);
   if (!l) {
     if (ledger_errors_.insert(id).second) {
       log_.log(log::Level::kError, "cannot open the spend ledger; budgets are not enforced", {{"error", l.error().to_string()}}, id);

@@ -73,6 +73,9 @@ class Service {
   Status do_stop(const store::Sandbox& s, const std::string& reason);
   Status do_destroy(const store::Sandbox& s, const std::string& reason);
   Result<store::Sandbox> do_start(store::Sandbox s);
+  // The sandbox's inspection CA (made on first start): its certificate, PEM.
+  Result<std::string> ensure_inspection_ca(const std::string& id);
+  std::string inspection_ca_dir(const std::string& id) const;
   // Inserts and starts a sandbox; `prepare` runs after the row exists and before the start.
   nlohmann::json create_and_start(store::Sandbox s, const std::function<Status(const store::Sandbox&)>& prepare);
   void event(const std::string& id, const std::string& type, nlohmann::json detail = nlohmann::json::object());

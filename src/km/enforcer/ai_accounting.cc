@@ -10,7 +10,7 @@ namespace km::enforcer {
 namespace {
 
 constexpr auto kWriteInterval = std::chrono::seconds(1);
-constexpr int64_t kDefaultMaxOutput = 4096;
+constexpr int64_t kDefaultMaxOutput = 16384;
 
 store::TokenDelta tokens_of(const meter::Usage& u) { return {u.input, u.output, u.cache_read, u.cache_write}; }
 
@@ -47,6 +47,7 @@ std::string AiAccounting::refusal_message(int64_t spent, int64_t limit) const {
 
 AiAccounting::Admission AiAccounting::admit(const meter::AiRequest& req, std::string_view method, size_t body_bytes) {
   Admission out;
+  if (!unrecorded_.empty()) retry_unrecorded();
   auto limits = ledger_->limits();
   auto spent = limits ? ledger_->ai_spent() : Result<int64_t>(fail(limits.error()));
   if (!limits || !spent) {
@@ -117,7 +118,7 @@ AiAccounting::Priced AiAccounting::price(const Call& call, const meter::Response
   return p;
 }
 
-void AiAccounting::write(Call& call, const Priced& p, int status) {
+bool AiAccounting::write(Call& call, const Priced& p, int status) {
   store::TokenDelta now = tokens_of(p.usage);
   store::TokenDelta delta{now.input - call.recorded.input, now.output - call.recorded.output,
                           now.cache_read - call.recorded.cache_read, now.cache_write - call.recorded.cache_write};
@@ -128,7 +129,7 @@ void AiAccounting::write(Call& call, const Priced& p, int status) {
   bool never_spent = call.cost_recorded == 0 && call.recorded.input == 0 && call.recorded.output == 0 &&
                      call.recorded.cache_read == 0 && call.recorded.cache_write == 0;
   // Nothing new; or nothing ever spent (an error response without usage), which needs no row.
-  if (nothing && (!meta_changed || never_spent)) return;
+  if (nothing && (!meta_changed || never_spent)) return true;
   store::AiCall row = call.row;
   row.model = p.model;
   row.status = status;
@@ -137,12 +138,26 @@ void AiAccounting::write(Call& call, const Priced& p, int status) {
   auto r = ledger_->record(row, delta, cost_delta);
   if (!r) {
     log_.log(log::Level::kError, "recording AI spend failed; will retry", {{"error", r.error().to_string()}}, sandbox_);
-    return;
+    return false;
   }
   call.row = row;
   call.recorded = now;
   call.cost_recorded = p.cost;
   call.last_write = std::chrono::steady_clock::now();
+  return true;
+}
+
+void AiAccounting::retry_unrecorded() {
+  std::vector<Unrecorded> still;
+  for (auto& u : unrecorded_) {
+    if (write(*u.call, u.final, u.status)) {
+      reserved_ -= u.call->reserved;
+      u.call->reserved = 0;
+    } else {
+      still.push_back(std::move(u));
+    }
+  }
+  unrecorded_ = std::move(still);
 }
 
 void AiAccounting::progress(Call& call, const meter::ResponseMeter& meter, int status, bool force) {
@@ -154,16 +169,17 @@ void AiAccounting::progress(Call& call, const meter::ResponseMeter& meter, int s
   write(call, p, status);
 }
 
-void AiAccounting::settle(Call& call, const meter::ResponseMeter* meter, int status, bool complete) {
+void AiAccounting::settle(const std::shared_ptr<Call>& callp, const meter::ResponseMeter* meter, int status, bool complete) {
+  Call& call = *callp;
   if (call.settled) return;
   call.settled = true;
-  reserved_ -= call.reserved;
-  call.reserved = 0;
   nlohmann::json f{{"provider", call.row.provider}, {"api", call.request.api}, {"status", status},
                    {"stream", call.request.stream}, {"complete", complete}};
+  bool recorded = true;
   if (meter) {
     Priced p = price(call, *meter);
-    if (!p.usage.empty() || call.cost_recorded != 0) write(call, p, status);
+    if (!p.usage.empty() || call.cost_recorded != 0) recorded = write(call, p, status);
+    if (!recorded) unrecorded_.push_back({callp, p, status});
     f["model"] = p.model;
     f["input_tokens"] = p.usage.input;
     f["output_tokens"] = p.usage.output;
@@ -176,6 +192,10 @@ void AiAccounting::settle(Call& call, const meter::ResponseMeter* meter, int sta
     for (const auto& w : meter->warnings()) f["warnings"].push_back(w);
   } else {
     f["model"] = call.request.model;
+  }
+  if (recorded) {
+    reserved_ -= call.reserved;
+    call.reserved = 0;
   }
   f["duration_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - call.started).count();
   audit_.emit("ai", std::move(f));

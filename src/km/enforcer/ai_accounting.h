@@ -4,7 +4,7 @@
 // Admission: a billable request is refused (in the provider's own error shape) when the AI
 // ceiling is reached counting what is already spent plus what admitted, unfinished calls have
 // reserved. Each admitted call reserves an upper estimate of its cost (input: half a token per
-// request byte; output: the request's max tokens, or 4,096 when it names none) until it
+// request byte; output: the request's max tokens, or 16,384 when it names none) until it
 // settles, so N calls racing to the ceiling overshoot it by at most the reservation of the last
 // one admitted, whatever N.
 //
@@ -24,7 +24,7 @@
 // Unknown models are priced by family, else at the provider's most expensive model, with a
 // warning; never at zero. If the ledger cannot be read, billable requests are refused (the
 // budget could not be enforced); if a write fails, the call is kept in memory and written again
-// at its next step.
+// at its next step; a final write that fails keeps the call's reservation until it succeeds.
 // Thread-safety: the enforcer's event loop only.
 #pragma once
 
@@ -33,6 +33,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <vector>
 #include <string>
 
 #include "km/base/log.h"
@@ -72,9 +73,10 @@ class AiAccounting {
   // has passed since the last write (or `force`).
   void progress(Call& call, const meter::ResponseMeter& meter, int status, bool force = false);
   // The call is over (`meter` null if no response came): final write, reservation released.
-  void settle(Call& call, const meter::ResponseMeter* meter, int status, bool complete);
+  void settle(const std::shared_ptr<Call>& call, const meter::ResponseMeter* meter, int status, bool complete);
 
   int64_t reserved() const { return reserved_; }
+  size_t unrecorded() const { return unrecorded_.size(); }
   const meter::PriceTable& prices() const { return prices_; }
 
  private:
@@ -84,8 +86,16 @@ class AiAccounting {
     std::string model, basis;
     bool estimated = false;
   };
+  // A settled call whose final write failed: it keeps its reservation (so the gate still counts
+  // it) until a later admit() writes it.
+  struct Unrecorded {
+    std::shared_ptr<Call> call;
+    Priced final;
+    int status = 0;
+  };
+  void retry_unrecorded();
   Priced price(const Call& call, const meter::ResponseMeter& meter) const;
-  void write(Call& call, const Priced& p, int status);
+  bool write(Call& call, const Priced& p, int status);
   std::string refusal_message(int64_t spent, int64_t limit) const;
 
   std::string sandbox_;
@@ -97,6 +107,7 @@ class AiAccounting {
   uint64_t next_id_ = 0;
   std::string id_prefix_;
   mutable std::set<std::string> warned_models_;
+  std::vector<Unrecorded> unrecorded_;
 };
 
 }  // namespace km::enforcer

@@ -340,6 +340,13 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
     port_ = a.port;
     if (a.ip_literal) {
       addr_ = *IpAddress::parse(a.host);
+      for (const auto& n : p_.book_.names_for(addr_, now())) {
+        if (inspected(n)) {
+          Decision d{false, "inspection", a.host + " is an address of " + n + ", which is inspected: connect by name", ""};
+          audit(n, d);
+          return reply_and_close(json_403(a.host, a.port, d));
+        }
+      }
       Decision d = p_.policy_.check_cidr(addr_, port_);
       if (d.allowed) d = merge(d, p_.policy_.check_dial(addr_, port_));
       audit("", d);
@@ -578,18 +585,21 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
                                  "resolve the name inside the sandbox before connecting"};
       }
     } else {
+      // Without a name on the wire the connection could not be inspected: an address an
+      // inspected host resolved to is refused whatever rule would allow the address.
+      for (const auto& n : p_.book_.names_for(addr_, now())) {
+        if (inspected(n)) {
+          audit(n, Decision{false, "inspection", addr_.to_string() + " is an address of " + n +
+                                                     ", which is inspected: connect by name over TLS (with SNI)",
+                            ""});
+          return reset();
+        }
+      }
       d = p_.policy_.check_cidr(addr_, port_);
       if (!d.allowed) {
         // No name on the wire: an address an allowed name resolved to, for a port that name
         // may use.
         for (const auto& n : p_.book_.names_for(addr_, now())) {
-          if (inspected(n)) {
-            // Without a name on the wire the connection could not be inspected.
-            audit(n, Decision{false, "inspection", addr_.to_string() + " is an address of " + n +
-                                                       ", which is inspected: connect by name over TLS (with SNI)",
-                              ""});
-            return reset();
-          }
           Decision byname = p_.policy_.check_host(n, port_);
           if (byname.allowed) {
             d = byname;

@@ -31,6 +31,10 @@ constexpr auto kHandshakeTimeout = 30s;
 // more often).
 constexpr auto kIdleTimeout = 10min;
 constexpr size_t kMaxAiBody = 32u << 20;
+// AI request bodies all sessions may hold at once; beyond it new ones get a 503.
+constexpr size_t kMaxBufferedTotal = 256u << 20;
+// A request body being collected must arrive within this, however it trickles.
+constexpr auto kBodyDeadline = 5min;
 constexpr size_t kReadSize = 16 * 1024;
 
 // A socket whose first reads return bytes the proxy already took from it (the ClientHello it
@@ -132,7 +136,10 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
     ++*live_;
     provider_ = meter::ai_provider_for_host(host_);
   }
-  ~Session() { --*live_; }
+  ~Session() {
+    release_buffer();
+    --*live_;
+  }
 
   void start() {
     SSL* up = upstream_.native_handle();
@@ -171,9 +178,12 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
   void abort(const std::string& why) {
     if (closed_) return;
     if (call_) {
-      in_.accounting_->settle(*call_, meter_.get(), status_, false);
+      // Metered for what arrived (a JSON body is read only here; a stream's estimate stands).
+      if (meter_) meter_->finish(false);
+      in_.accounting_->settle(call_, meter_.get(), status_, false);
       call_.reset();
     }
+    release_buffer();
     (void)why;
     closed_ = true;
     ++timer_gen_;
@@ -194,7 +204,7 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
   // ---- handshakes ----------------------------------------------------------------------------
 
   void handshaken() {
-    if (++handshakes_ < 2) return;
+    if (++handshakes_ < 2 || closed_) return;
     if (client_ec_) {
       // Usually a client that does not trust the sandbox's CA (its own trust store was replaced).
       audit_http("", "", 0, false, "tls", "client TLS handshake failed: " + client_ec_.message());
@@ -275,10 +285,19 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
     auto framing = http::request_body_framing(req_);
     if (!framing) return deny(400, "Bad Request", "malformed", framing.error().message());
     framing_ = *framing;
+    // Framing a server might read differently from km (as the egress proxy refuses it too):
+    // codings besides exactly "chunked", bodies where none belong.
+    if (auto te = req_.header("transfer-encoding"); te && !equals_ignore_case(*te, "chunked")) {
+      return deny(400, "Bad Request", "malformed", "Transfer-Encoding other than chunked");
+    }
+    if ((req_.method == "GET" || req_.method == "HEAD" || req_.method == "OPTIONS" || req_.method == "TRACE") &&
+        (framing_.kind == http::BodyFraming::kChunked || (framing_.kind == http::BodyFraming::kLength && framing_.length > 0))) {
+      return deny(400, "Bad Request", "malformed", req_.method + " request with a body");
+    }
     close_after_ = req_.minor_version == 0 || (req_.header("connection") && has_token(*req_.header("connection"), "close"));
     expect_continue_ = req_.header("expect") && equals_ignore_case(*req_.header("expect"), "100-continue");
     body_.clear();
-    raw_body_.clear();
+    release_buffer();
     chunks_ = http::ChunkedScanner{};
     remaining_ = framing_.kind == http::BodyFraming::kLength ? framing_.length : 0;
     ai_req_.reset();
@@ -290,6 +309,11 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
     held_.clear();
     status_ = 0;
     if (provider_) {
+      if (req_.header("content-encoding") && framing_.kind != http::BodyFraming::kNone) {
+        // km must read the body it meters: the model, stream flag and max_tokens are in it.
+        return deny(415, "Unsupported Media Type", "inspection", "compressed request bodies cannot be inspected");
+      }
+      body_deadline_ = std::chrono::steady_clock::now() + kBodyDeadline;
       // Buffered whole: the model, the stream flag and max_tokens are in the body.
       return continue_then([self = shared_from_this()] { self->collect_body([self] { self->on_ai_request(); }); });
     }
@@ -337,7 +361,7 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
     std::string out = head_text(body_.size());
     out += body_;
     body_.clear();
-    raw_body_.clear();
+    release_buffer();
     write_upstream(std::move(out), [self = shared_from_this()] { self->read_response(); });
   }
 
@@ -368,13 +392,13 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
 
   // Moves request-body bytes from cbuf_ into `raw` (framed as sent) and, de-chunked, into
   // `payload`. True when the body is complete.
-  Result<bool> take_body(std::string& raw, std::string* payload) {
+  Result<bool> take_body(std::string* raw, std::string* payload) {
     switch (framing_.kind) {
       case http::BodyFraming::kNone:
         return true;
       case http::BodyFraming::kLength: {
         size_t n = static_cast<size_t>(std::min<uint64_t>(remaining_, cbuf_.size()));
-        raw.append(cbuf_, 0, n);
+        if (raw) raw->append(cbuf_, 0, n);
         if (payload) payload->append(cbuf_, 0, n);
         cbuf_.erase(0, n);
         remaining_ -= n;
@@ -382,7 +406,7 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
       }
       case http::BodyFraming::kChunked: {
         KM_ASSIGN_OR_RETURN(size_t n, chunks_.feed(cbuf_, payload));
-        raw.append(cbuf_, 0, n);
+        if (raw) raw->append(cbuf_, 0, n);
         cbuf_.erase(0, n);
         return chunks_.done();
       }
@@ -391,7 +415,9 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
   }
 
   void collect_body(std::function<void()> then) {
-    auto done = take_body(raw_body_, &body_);
+    size_t before = body_.size();
+    auto done = take_body(nullptr, &body_);
+    hold_buffer(body_.size() - std::min(before, body_.size()));
     if (!done) {
       audit_http(req_.method, path_of(target_), 400, false, "malformed", done.error().message());
       return refuse(json_error(400, "Bad Request", {{"error", "bad_request"}, {"reason", done.error().message()}}, true), false);
@@ -400,11 +426,29 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
       audit_http(req_.method, path_of(target_), 413, false, "inspection", "request body over 32 MiB");
       return refuse(json_error(413, "Payload Too Large", {{"error", "request_too_large"}, {"limit_bytes", kMaxAiBody}}, true), false);
     }
+    if (in_.buffered_ > kMaxBufferedTotal) {
+      audit_http(req_.method, path_of(target_), 503, false, "inspection", "too many request bodies held at once");
+      return refuse(json_error(503, "Service Unavailable", {{"error", "busy"}, {"reason", "the enforcer holds too many request bodies; retry"}}, true), false);
+    }
+    if (std::chrono::steady_clock::now() > body_deadline_) {
+      audit_http(req_.method, path_of(target_), 408, false, "inspection", "request body not received in time");
+      return refuse(json_error(408, "Request Timeout", {{"error", "request_timeout"}}, true), false);
+    }
     if (*done) return then();
     read_some(client_, cbuf_, [self = shared_from_this(), then = std::move(then)](bool ok) {
       if (!ok) return self->abort("client closed mid-request");
       self->collect_body(then);
     });
+  }
+
+  // Request bytes this session buffers count against the enforcer-wide bound.
+  void hold_buffer(size_t n) {
+    held_bytes_ += n;
+    in_.buffered_ += n;
+  }
+  void release_buffer() {
+    in_.buffered_ -= held_bytes_;
+    held_bytes_ = 0;
   }
 
   void on_ai_request() {
@@ -420,7 +464,17 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
         ai_req_ = meter::classify(*provider_, req_.method, target_, body_);
       }
     }
-    auto admission = in_.accounting_->admit(*ai_req_, req_.method, body_.size());
+    meter::AiRequest gate = *ai_req_;
+    if (gate.api == "responses") {
+      // A background response is fetched later by GET, which km does not meter: it is an
+      // unmetered write (refused under an AI ceiling).
+      auto j = nlohmann::json::parse(body_, nullptr, false);
+      if (j.is_object() && j.contains("background") && j["background"].is_boolean() && j["background"].get<bool>()) {
+        gate.api = "other";
+        gate.billable = false;
+      }
+    }
+    auto admission = in_.accounting_->admit(gate, req_.method, body_.size());
     if (admission.refusal) {
       audit_http(req_.method, path_of(target_), admission.refusal->status, false, "budget", admission.reason);
       return refuse(refusal_response(*admission.refusal, close_after_), !close_after_);
@@ -429,7 +483,8 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
     std::string out = head_text(body_.size());
     out += body_;
     body_.clear();
-    raw_body_.clear();
+    body_.shrink_to_fit();
+    release_buffer();
     write_upstream(std::move(out), [self = shared_from_this()] { self->read_response(); });
   }
 
@@ -443,7 +498,7 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
   void pump_body() {
     std::string raw;
     std::string payload;
-    auto done = take_body(raw, push_ ? &payload : nullptr);
+    auto done = take_body(&raw, push_ ? &payload : nullptr);
     if (!done) return abort("malformed request body: " + done.error().message());
     if (push_) {
       held_ += raw;
@@ -572,6 +627,7 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
       meter_->feed(payload);
       in_.accounting_->progress(*call_, *meter_, status_);
     }
+    if (complete) settle_call();  // in the ledger before the client sees the response end
     auto next = [self = shared_from_this(), complete] {
       if (complete) return self->response_done();
       self->read_some(self->upstream_, self->ubuf_, [self](bool ok) {
@@ -587,12 +643,15 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
     send_client(std::move(raw), std::move(next));
   }
 
+  void settle_call() {
+    if (!call_) return;
+    meter_->finish(true);
+    in_.accounting_->settle(call_, meter_.get(), status_, true);
+    call_.reset();
+  }
+
   void response_done() {
-    if (call_) {
-      meter_->finish(true);
-      in_.accounting_->settle(*call_, meter_.get(), status_, true);
-      call_.reset();
-    }
+    settle_call();
     meter_.reset();
     if (close_after_) return finish();
     read_request();
@@ -660,7 +719,9 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
   uint64_t remaining_ = 0;
   bool close_after_ = false;
   bool expect_continue_ = false;
-  std::string body_, raw_body_, held_;
+  std::string body_, held_;
+  size_t held_bytes_ = 0;  // of body_, counted in Inspector::buffered_
+  std::chrono::steady_clock::time_point body_deadline_{};
   size_t push_fed_ = 0;
   std::optional<meter::AiRequest> ai_req_;
   std::shared_ptr<AiAccounting::Call> call_;

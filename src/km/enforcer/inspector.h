@@ -81,6 +81,7 @@ class Inspector {
   std::unique_ptr<asio::ssl::context> upstream_context_;
   std::unique_ptr<AiAccounting> accounting_;
   std::optional<proxy::github::Policy> github_;
+  size_t buffered_ = 0;  // request-body bytes all sessions hold
 };
 
 }  // namespace km::enforcer

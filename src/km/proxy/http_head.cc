@@ -507,6 +507,10 @@ Status ChunkedScanner::step(char c) {
       return ok();
     case State::kTrailerStart:
       line_len_ = 1;
+      // The trailer section as a whole is bounded too: endless trailer lines are no body.
+      if ((trailer_bytes_ += 1) > kMaxTrailerSection) {
+        return fail(ErrorCode::kResourceExhausted, "chunked trailer section is longer than " + std::to_string(kMaxTrailerSection) + " bytes");
+      }
       if (c == '\r') {
         state_ = State::kEndLf;
       } else if (is_ows(c)) {
@@ -519,6 +523,7 @@ Status ChunkedScanner::step(char c) {
       return ok();
     case State::kTrailerName:
       KM_TRY(line_byte());
+      if (++trailer_bytes_ > kMaxTrailerSection) return fail(ErrorCode::kResourceExhausted, "chunked trailer section too long");
       if (c == ':') {
         state_ = State::kTrailerValue;
       } else if (is_ows(c)) {
@@ -529,6 +534,7 @@ Status ChunkedScanner::step(char c) {
       return ok();
     case State::kTrailerValue:
       KM_TRY(line_byte());
+      if (++trailer_bytes_ > kMaxTrailerSection) return fail(ErrorCode::kResourceExhausted, "chunked trailer section too long");
       if (c == '\r') {
         state_ = State::kTrailerLf;
       } else if (!is_field_char(c)) {

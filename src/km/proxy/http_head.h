@@ -33,6 +33,8 @@ inline constexpr size_t kDefaultMaxHeadSize = 64 * 1024;
 inline constexpr uint64_t kMaxBodyLength = uint64_t{1} << 53;
 // Longest chunk-size line (size and extensions) or trailer line a ChunkedScanner accepts.
 inline constexpr size_t kMaxChunkLine = 8 * 1024;
+// Longest trailer section (all trailer lines together) a ChunkedScanner accepts.
+inline constexpr size_t kMaxTrailerSection = 16 * 1024;
 
 struct Header {
   std::string name;   // as sent
@@ -123,8 +125,9 @@ Result<ResponseFraming> response_body_framing(const ResponseHead& head, std::str
 // body has ended it consumes nothing more and the rest of `data` belongs to the next message.
 // Strict: hex sizes up to kMaxBodyLength, only SP/HTAB before ';' after a size, no control
 // characters but HTAB in extensions or trailers, trailers are well-formed field lines without
-// obs-fold, size and trailer lines up to kMaxChunkLine bytes, every line ends in CRLF (a bare
-// LF or CR is an error). After an error every later feed() returns an error too.
+// obs-fold, size and trailer lines up to kMaxChunkLine bytes, the trailer section up to
+// kMaxTrailerSection bytes in all, every line ends in CRLF (a bare LF or CR is an error). After
+// an error every later feed() returns an error too.
 class ChunkedScanner {
  public:
   Result<size_t> feed(std::string_view data);
@@ -155,6 +158,7 @@ class ChunkedScanner {
   State state_ = State::kSizeStart;
   uint64_t remaining_ = 0;  // chunk size being read, then data bytes left in the chunk
   size_t line_len_ = 0;     // bytes of the current size or trailer line so far
+  size_t trailer_bytes_ = 0;  // bytes of the trailer section so far
   std::optional<Error> error_;  // the first error, returned again by later feeds
 };
 

@@ -529,3 +529,18 @@ TEST(ChunkedScanner, PayloadIsTheBodyWithoutFraming) {
 
 }  // namespace
 }  // namespace km::proxy::http
+
+namespace km::proxy::http {
+namespace {
+
+TEST(ChunkedScanner, EndlessTrailersAreRefused) {
+  ChunkedScanner s;
+  ASSERT_TRUE(s.feed("0\r\n"));
+  Result<size_t> r = size_t{0};
+  for (int i = 0; i < 1000 && r; ++i) r = s.feed("a: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\r\n");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kResourceExhausted);
+}
+
+}  // namespace
+}  // namespace km::proxy::http
