@@ -527,6 +527,35 @@ TEST_F(Ai, ClaudeCodeTokensAndCostKmReportsEqualWhatTheProviderSent) {
   EXPECT_NE(status.out.find("claude"), std::string::npos) << dump(status);
 }
 
+TEST_F(Ai, ClaudeCodeTelemetryReachesKmOtel) {
+  // The sandbox's environment points Claude Code's OTLP exporter at its enforcer; km otel
+  // summarises what arrived, next to what km metered.
+  install(id_);
+  auto r = claude(id_, "say hello again");
+  ASSERT_EQ(r.status, 0) << dump(r);
+  Json o;
+  for (int i = 0; i < 100; ++i) {  // the exporter flushes at exit; the receiver stores at once
+    auto k = km({"otel", id_, "-o", "json"});
+    ASSERT_EQ(k.status, 0) << dump(k);
+    o = Json::parse(k.out, nullptr, false);
+    if (o["telemetry"].value("api_requests", 0) > 0) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_GT(o["telemetry"].value("api_requests", 0), 0) << o.dump(2).substr(0, 4000);
+  EXPECT_GT(o["records"].value("logs", 0), 0);
+  EXPECT_FALSE(o["telemetry"]["by_model"].empty());
+  EXPECT_FALSE(o["metered"].empty());
+  auto text = km({"otel", id_});
+  EXPECT_EQ(text.status, 0) << dump(text);
+  EXPECT_NE(text.out.find("KM COST"), std::string::npos) << text.out;
+  auto timeline = km({"otel", id_, "--timeline"});
+  EXPECT_EQ(timeline.status, 0) << dump(timeline);
+  // The receiver answers OTLP only at the enforcer's own address, to the sandbox.
+  auto junk = sh("curl -sS -m 5 -o /dev/null -w '%{http_code}' --noproxy '*' -X POST -H 'content-type: application/x-protobuf' "
+                 "--data-binary 'not protobuf' http://$(awk '/nameserver/{print $2}' /etc/resolv.conf):3128/v1/logs");
+  EXPECT_EQ(junk.out, "400") << dump(junk);
+}
+
 TEST_F(Ai, ClaudeCodeWithItsBudgetSpentItReportsKmsRefusal) {
   install(tiny_id_);
   // Spend the tiny budget, then let the agent try.

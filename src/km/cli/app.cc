@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "km/cli/budget_commands.h"
+#include "km/cli/otel_commands.h"
 #include "km/cli/output.h"
 #include "km/cli/profile_commands.h"
 #include "km/cli/sandbox_commands.h"
@@ -33,6 +34,7 @@ int run(int argc, char** argv) {
   add_profile_commands(app, global, &exit_code);
   add_sandbox_commands(app, global, &exit_code);
   add_budget_commands(app, global, &exit_code);
+  add_otel_commands(app, global, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -258,6 +258,7 @@ Json Service::handle(const Json& req, std::vector<UniqueFd>& fds, int conn) {
     if (op == "shell") return op_shell(req, fds, conn);
     if (op == "clone") return op_clone(req);
     if (op == "budget") return op_budget(req);
+    if (op == "otel") return op_otel(req);
     if (op == "stop" || op == "pause" || op == "resume" || op == "lock" || op == "unlock" || op == "extend" ||
         op == "destroy") {
       return op_simple(op, req);
@@ -426,6 +427,11 @@ Result<store::Sandbox> Service::do_start(store::Sandbox s) {
     ec.ca_bundle = config_.extra_ca_bundle;
     ec.ledger_path = ledger_path(s.id);
     ec.price_table = config_.price_table;
+    // Agent telemetry, written by the enforcer (as its own uid) beside the ledger.
+    std::string tdir = sandbox::sandbox_dir(layout_, s.id) + "/telemetry";
+    if (::mkdir(tdir.c_str(), 0700) != 0 && errno != EEXIST) return fail(Error::from_errno("mkdir " + tdir));
+    if (::lchown(tdir.c_str(), enforcer_uid(s.slot), enforcer_uid(s.slot)) != 0) return fail(Error::from_errno("chown " + tdir));
+    ec.telemetry_dir = tdir;
     ec.pid_file = launcher_->runtime_dir(s.id) + "/enforcer.pid";
     ec.run_as_uid = enforcer_uid(s.slot);
     ec.run_as_gid = enforcer_uid(s.slot);

@@ -68,6 +68,8 @@ class Service {
   nlohmann::json op_simple(const std::string& op, const nlohmann::json& req);
   // km budget: {"action": "show", "limit": N} or {"action": "add", "ai_micros", "compute_micros"}.
   nlohmann::json op_budget(const nlohmann::json& req);
+  // km otel: the sandbox's agent telemetry summarised (telemetry.cc), next to metered spend.
+  nlohmann::json op_otel(const nlohmann::json& req);
 
   Result<store::Sandbox> find(const nlohmann::json& req);
   Status do_stop(const store::Sandbox& s, const std::string& reason);

@@ -33,7 +33,8 @@ std::string to_json(const Config& c) {
          {"github", c.github},
          {"githubRepos", c.github_repos},
          {"githubRefsSet", c.github_refs_set},
-         {"githubRefs", c.github_refs}};
+         {"githubRefs", c.github_refs},
+         {"telemetryDir", c.telemetry_dir}};
   return j.dump(2);
 }
 
@@ -67,6 +68,7 @@ Result<Config> config_from_json(const std::string& text) {
     c.github_repos = j.value("githubRepos", std::vector<std::string>{});
     c.github_refs_set = j.value("githubRefsSet", false);
     c.github_refs = j.value("githubRefs", std::vector<std::string>{});
+    c.telemetry_dir = j.value("telemetryDir", std::string{});
     return c;
   } catch (const Json::exception& e) {
     return fail(ErrorCode::kInvalidArgument, std::string("enforcer config: ") + e.what());

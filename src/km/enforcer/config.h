@@ -50,6 +50,8 @@ struct Config {
   std::vector<std::string> github_repos;  // allowedRepos
   bool github_refs_set = false;           // allowedRefs given (even empty)
   std::vector<std::string> github_refs;
+  // Agent telemetry (OTLP/HTTP to the proxy's own address) is kept here; "" : not received.
+  std::string telemetry_dir;
 };
 
 std::string to_json(const Config& c);

@@ -11,6 +11,7 @@
 #include "km/base/strings.h"
 #include "km/enforcer/inspector.h"
 #include "km/enforcer/kernel_gate.h"
+#include "km/enforcer/telemetry.h"
 #include "km/proxy/http_head.h"
 #include "km/proxy/tls_hello.h"
 
@@ -33,6 +34,8 @@ constexpr auto kConnectTimeout = 10s;
 constexpr size_t kRelayBuffer = 64 * 1024;
 // Bytes a connection may send before its destination is known (a ClientHello, a request head).
 constexpr size_t kMaxPeek = 32 * 1024;
+// An OTLP export request's body (the receiver's decoder has its own, equal limit).
+constexpr size_t kMaxOtlpBody = 20u << 20;
 
 std::optional<std::pair<IpAddress, uint16_t>> original_destination(int fd) {
   sockaddr_in sa{};
@@ -306,8 +309,37 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
       connect_tunnel_ = true;
       return explicit_decide(*a);
     }
-    if (h.target.empty() || h.target[0] == '/') {
-      return reply_and_close(simple_response(400, "Bad Request", "not a proxy request (use an absolute URI or CONNECT)"));
+    // Agent telemetry: OTLP/HTTP sent to the proxy's own address, origin-form or absolute.
+    std::string own_path;
+    if (!h.target.empty() && h.target[0] == '/') {
+      own_path = h.target;
+    } else if (auto u = http::parse_absolute_uri(h.target);
+               u && u->scheme == "http" && p_.link_address_ && u->authority.host == p_.link_address_->to_string() &&
+               u->authority.port == p_.config_.proxy_port) {
+      own_path = u->path;
+    }
+    if (!own_path.empty()) {
+      auto signal = otlp_signal_for_path(own_path);
+      if (!signal || h.method != "POST" || !p_.telemetry_) {
+        return reply_and_close(simple_response(signal ? 405 : 400, signal ? "Method Not Allowed" : "Bad Request",
+                                               signal ? "OTLP exports are POST requests"
+                                                      : "not a proxy request (use an absolute URI or CONNECT)"));
+      }
+      auto framing = http::request_body_framing(h);
+      if (!framing) return reply_and_close(simple_response(400, "Bad Request", framing.error().message()));
+      otlp_ = std::make_unique<OtlpRequest>();
+      otlp_->signal = *signal;
+      otlp_->framing = *framing;
+      otlp_->remaining = framing->kind == http::BodyFraming::kLength ? framing->length : 0;
+      otlp_->content_type = std::string(h.header("content-type").value_or(""));
+      otlp_->content_encoding = std::string(h.header("content-encoding").value_or(""));
+      if (framing->kind == http::BodyFraming::kLength && framing->length > kMaxOtlpBody) {
+        return reply_and_close(simple_response(413, "Payload Too Large", "OTLP request body too large"));
+      }
+      if (h.header("expect")) {
+        return send_client("HTTP/1.1 100 Continue\r\n\r\n", [self = shared_from_this()] { self->otlp_body(); });
+      }
+      return otlp_body();
     }
     auto uri = http::parse_absolute_uri(h.target);
     if (!uri) return reply_and_close(simple_response(400, "Bad Request", uri.error().to_string()));
@@ -334,6 +366,56 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
     if (auto s = stream_->begin_body(h); !s) return reply_and_close(simple_response(400, "Bad Request", s.error().message()));
     first_out_ = RequestStream::rewrite(h, uri->path);
     explicit_decide(uri->authority);
+  }
+
+  // Collects an OTLP request's body (bounded in size and by the head deadline), then hands it
+  // to the telemetry sink and answers.
+  void otlp_body() {
+    OtlpRequest& o = *otlp_;
+    if (o.framing.kind == http::BodyFraming::kLength) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(o.remaining, in_.size()));
+      o.body.append(in_, 0, n);
+      in_.erase(0, n);
+      o.remaining -= n;
+      o.done = o.remaining == 0;
+    } else if (o.framing.kind == http::BodyFraming::kChunked) {
+      auto n = o.chunks.feed(in_, &o.body);
+      if (!n) return reply_and_close(simple_response(400, "Bad Request", n.error().message()));
+      in_.erase(0, *n);
+      o.done = o.chunks.done();
+    } else {
+      o.done = true;
+    }
+    if (o.body.size() > kMaxOtlpBody) return reply_and_close(simple_response(413, "Payload Too Large", "OTLP request body too large"));
+    if (!o.done) {
+      if (eof_ || Clock::now() >= deadline_) return close();
+      in_.clear();
+      return read_body_more([self = shared_from_this()] { self->otlp_body(); });
+    }
+    otel::ExportResponse r = p_.telemetry_->accept(o.signal, o.body, o.content_type, o.content_encoding);
+    otlp_.reset();
+    reply_and_close("HTTP/1.1 " + std::to_string(r.status) + (r.status == 200 ? " OK" : " Error") +
+                    "\r\nContent-Type: " + r.content_type + "\r\nContent-Length: " + std::to_string(r.body.size()) +
+                    "\r\nConnection: close\r\n\r\n" + r.body);
+  }
+
+  // Reads more of a request body into in_ (not bounded by kMaxPeek, which is for heads).
+  void read_body_more(std::function<void()> then) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now());
+    timer_.expires_after(left);
+    unsigned gen = ++timer_gen_;
+    timer_.async_wait([self = shared_from_this(), gen](std::error_code ec) {
+      if (!ec && gen == self->timer_gen_) {
+        std::error_code ignored;
+        self->client_.cancel(ignored);
+      }
+    });
+    client_.async_read_some(asio::buffer(peek_), [self = shared_from_this(), then = std::move(then)](std::error_code ec, size_t n) {
+      self->cancel_timer();
+      if (ec) self->eof_ = true;
+      self->in_.append(self->peek_.data(), n);
+      then();
+    });
   }
 
   void explicit_decide(const http::Authority& a) {
@@ -1032,6 +1114,15 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
   std::string first_out_;   // what goes upstream first (a rewritten head)
   std::string out_, reply_, scratch_, server_first_;
   std::unique_ptr<RequestStream> stream_;
+  struct OtlpRequest {
+    otel::Signal signal = otel::Signal::kLogs;
+    http::BodyFraming framing;
+    http::ChunkedScanner chunks;
+    uint64_t remaining = 0;
+    bool done = false;
+    std::string body, content_type, content_encoding;
+  };
+  std::unique_ptr<OtlpRequest> otlp_;
   std::array<char, 16384> peek_{};
   std::vector<char> c2u_, u2c_;  // allocated only when the relay does not splice
   std::unique_ptr<Pipe> up_pipe_, down_pipe_;

@@ -49,6 +49,9 @@ class EgressProxy {
   // Hosts that need L7 inspection (AI providers, GitHub with rules) are handed to it over TLS;
   // without one they are denied.
   void set_inspector(class Inspector* i) { inspector_ = i; }
+  // OTLP exports addressed to the proxy itself (POST /v1/logs, /v1/metrics, /v1/traces) go to
+  // it; without one they get a 404.
+  void set_telemetry(class TelemetrySink* t) { telemetry_ = t; }
   static constexpr size_t kMaxSessions = 1024;
 
  private:
@@ -68,6 +71,7 @@ class EgressProxy {
   std::optional<asio::ip::address> link_address_;
   class KernelGate* kernel_ = nullptr;
   class Inspector* inspector_ = nullptr;
+  class TelemetrySink* telemetry_ = nullptr;
   asio::steady_timer backoff_;
   std::shared_ptr<size_t> live_ = std::make_shared<size_t>(0);  // open sessions
 };

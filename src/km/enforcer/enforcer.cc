@@ -23,6 +23,7 @@
 #include "km/enforcer/inspector.h"
 #include "km/enforcer/kernel_gate.h"
 #include "km/enforcer/packet_log.h"
+#include "km/enforcer/telemetry.h"
 #include "km/proxy/http_head.h"
 
 namespace km::enforcer {
@@ -63,6 +64,12 @@ Status run(const Config& config) {
     // Read while still root: the CA key is not readable by the uid the enforcer drops to.
     KM_ASSIGN_OR_RETURN(inspector, Inspector::create(io, config, audit, log));
     proxy.set_inspector(inspector.get());
+  }
+  audit::Redactor redactor;
+  std::unique_ptr<TelemetrySink> telemetry;
+  if (!config.telemetry_dir.empty()) {
+    telemetry = std::make_unique<TelemetrySink>(config.telemetry_dir, redactor);
+    proxy.set_telemetry(telemetry.get());
   }
   KM_TRY(dns.serve(kDnsUdpFd, kDnsTcpFd));
   KM_TRY(proxy.serve(kProxyFd));

@@ -99,6 +99,9 @@ Result<Model> decode(const yaml::Node& r) {
     m.github_repos = strings(r, "spec.sourceAccess.github.allowedRepos");
     if (at(r, "spec.sourceAccess.github.allowedRefs")) m.github_refs = strings(r, "spec.sourceAccess.github.allowedRefs");
   }
+  m.claude_telemetry = flag(r, "spec.observability.claudeTelemetry.enabled", true);
+  m.telemetry_log_prompts = flag(r, "spec.observability.claudeTelemetry.logPrompts", false);
+  m.telemetry_tool_details = flag(r, "spec.observability.claudeTelemetry.logToolDetails", false);
   m.artifact_paths = strings(r, "spec.artifacts.paths");
   if (const yaml::Node* a = at(r, "spec.artifacts.maxSizeMB")) m.artifact_max_mb = a->as_int().value_or(0);
   m.compute_budget_micros = micros(r, "spec.budget.compute.maxSpendUSD");

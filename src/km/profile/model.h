@@ -48,6 +48,10 @@ struct Model {
   bool github = false;
   std::vector<std::string> github_repos;
   std::optional<std::vector<std::string>> github_refs;  // nullopt: any ref of an allowed repo
+  // observability.claudeTelemetry: Claude Code exports OTLP to the sandbox's enforcer
+  bool claude_telemetry = true;
+  bool telemetry_log_prompts = false;
+  bool telemetry_tool_details = false;
   // artifacts
   std::vector<std::string> artifact_paths;
   int64_t artifact_max_mb = 0;

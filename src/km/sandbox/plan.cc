@@ -80,8 +80,26 @@ Result<Spec> plan(const profile::Model& m, const Allocation& a, const HostLayout
     for (const char* k : {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"}) {
       s.env.emplace(k, url);
     }
-    s.env.emplace("NO_PROXY", "localhost,127.0.0.1,::1");
-    s.env.emplace("no_proxy", "localhost,127.0.0.1,::1");
+    // The enforcer's own address is reached directly (its OTLP receiver).
+    std::string no_proxy = "localhost,127.0.0.1,::1," + s.net.peer_address;
+    s.env.emplace("NO_PROXY", no_proxy);
+    s.env.emplace("no_proxy", no_proxy);
+    if (m.claude_telemetry) {
+      // Claude Code exports its logs and metrics to the enforcer, which keeps them per sandbox
+      // (km otel). Prompts and tool parameters only when the profile asks.
+      for (const auto& [k, v] : std::initializer_list<std::pair<const char*, std::string>>{
+               {"CLAUDE_CODE_ENABLE_TELEMETRY", "1"},
+               {"OTEL_LOGS_EXPORTER", "otlp"},
+               {"OTEL_METRICS_EXPORTER", "otlp"},
+               {"OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"},
+               {"OTEL_EXPORTER_OTLP_ENDPOINT", "http://" + s.net.peer_address + ":" + std::to_string(s.net.proxy_port)},
+               {"OTEL_METRIC_EXPORT_INTERVAL", "10000"},
+               {"OTEL_LOGS_EXPORT_INTERVAL", "5000"}}) {
+        s.env.emplace(k, v);
+      }
+      if (m.telemetry_log_prompts) s.env.emplace("OTEL_LOG_USER_PROMPTS", "1");
+      if (m.telemetry_tool_details) s.env.emplace("OTEL_LOG_TOOL_DETAILS", "1");
+    }
   }
   return s;
 }
