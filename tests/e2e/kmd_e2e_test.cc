@@ -516,13 +516,17 @@ TEST_F(Kmd, AiBudgetIsInTheLedgerAndStatusShowsTheSpend) {
   auto c = km({"create", root_ + "/ai.yaml"});
   ASSERT_EQ(c.status, 0) << c.err;
   std::string id = c.out.substr(0, c.out.find('\n'));
-  // The ledger: the enforcer's (uid 65534), with the profile's limits in it.
+  // The ledger: the sandbox's own enforcer uid's (2,000,000,000 + its slot, not shared with any
+  // other sandbox), with the profile's limits in it.
   std::string ledger = root_ + "/state/sandboxes/" + id + "/ledger/spend.db";
   struct stat st {};
   ASSERT_EQ(::stat(ledger.c_str(), &st), 0);
-  EXPECT_EQ(st.st_uid, 65534u);
-  auto sql = [&](const std::string& statement, const std::string& as = "65534") {
-    return run({"/usr/bin/setpriv", "--reuid=" + as, "--regid=" + as, "--clear-groups", "/usr/bin/python3", "-c",
+  EXPECT_GE(st.st_uid, 2'000'000'000u);
+  EXPECT_EQ(st.st_gid, st.st_uid);
+  const std::string owner = std::to_string(st.st_uid);
+  auto sql = [&](const std::string& statement, const std::string& as = "") {
+    const std::string& who = as.empty() ? owner : as;
+    return run({"/usr/bin/setpriv", "--reuid=" + who, "--regid=" + who, "--clear-groups", "/usr/bin/python3", "-c",
                 "import sqlite3, sys\ndb = sqlite3.connect(sys.argv[1])\n"
                 "for q in sys.argv[2].split(';'):\n  for r in db.execute(q): print(*r)\ndb.commit()\n",
                 ledger, statement});
