@@ -138,11 +138,22 @@ class Egress : public ::testing::Test {
     return km({"exec", id_, "--", "sh", "-c", cmd});
   }
 
+  // The enforcer's events in the sandbox's audit trail (km logs, which reads what the enforcer
+  // wrote before it was asked), in the flat form the enforcer writes them: kind (the event's
+  // sub-kind: dns, connect, packet, http, ...) and the event's detail.
   static std::vector<Json> audit(const std::string& id = id_) {
     std::vector<Json> out;
-    std::ifstream in(root_ + "/state/sandboxes/" + id + "/audit/egress.jsonl");
+    auto r = km({"-o", "json", "logs", id, "-n", "100000"});
+    std::istringstream in(r.out);
     std::string line;
-    while (std::getline(in, line)) out.push_back(Json::parse(line, nullptr, false));
+    while (std::getline(in, line)) {
+      Json e = Json::parse(line, nullptr, false);
+      if (!e.is_object() || e.value("source", "") != "enforcer") continue;
+      Json flat = e["detail"];
+      if (!flat.contains("kind")) flat["kind"] = e["type"];
+      flat["ts"] = e["ts"];
+      out.push_back(std::move(flat));
+    }
     return out;
   }
   // Audit events since this test began that match all `fields`.
@@ -697,7 +708,7 @@ TEST(EgressUpstream, EnforcerDialsThroughTheConfiguredProxy) {
   km({"exec", id, "--", "sh", "-c", "cat > /workspace/ca.pem"}, km::read_file((*world)->ca_bundle(), 1 << 20).value_or(""));
   auto r = km({"exec", id, "--", "curl", "-sS", "-m", "10", "--cacert", "/workspace/ca.pem", "https://allowed.test/via-corp"});
   EXPECT_EQ(r.status, 0) << r.out << r.err << km::read_file(root + "/proxy.out", 1 << 20).value_or("")
-                         << km::read_file(root + "/state/sandboxes/" + id + "/audit/egress.jsonl", 1 << 20).value_or("");
+                         << km({"logs", id, "--type", "dns,net,http"}).out;
   EXPECT_NE(r.out.find("/via-corp"), std::string::npos);
   auto t = km({"exec", id, "--", "curl", "-sS", "-m", "10", "--noproxy", "*", "--cacert", "/workspace/ca.pem", "https://allowed.test/transparent"});
   EXPECT_EQ(t.status, 0) << t.out << t.err;

@@ -148,14 +148,23 @@ TEST_F(Kmd, ShellRunsInAPtyAndIsRecorded) {
   EXPECT_NE(r.out.find("shell-says-42"), std::string::npos) << r.out;
   auto st = km({"-o", "json", "status", id});
   auto events = Json::parse(st.out)["events"];
-  std::string transcript;
+  std::string session;
   for (const auto& e : events) {
-    if (e["type"] == "shell-ended") transcript = e["detail"]["transcript"];
+    if (e["type"] == "shell-ended") session = e["detail"]["session"];
   }
-  ASSERT_FALSE(transcript.empty()) << st.out;
-  auto text = km::read_file(transcript, 1 << 20);
-  ASSERT_TRUE(text);
-  EXPECT_NE(text->find("shell-says-42"), std::string::npos);
+  ASSERT_FALSE(session.empty()) << st.out;
+  // The transcript is in the sandbox's audit trail, as session events (recorded by default).
+  auto logs = km({"-o", "json", "logs", id, "--type", "session"});
+  EXPECT_EQ(logs.status, 0) << logs.err;
+  EXPECT_NE(logs.out.find("shell-says-42"), std::string::npos) << logs.out;
+  EXPECT_NE(logs.out.find(session), std::string::npos) << logs.out;
+  // --no-record keeps the session's start and end only.
+  auto quiet = km({"shell", "--no-record", id}, "echo unrecorded-$((6*7)); exit 0\n");
+  EXPECT_EQ(quiet.status, 0) << quiet.err;
+  EXPECT_NE(quiet.out.find("unrecorded-42"), std::string::npos);
+  auto after = km({"-o", "json", "logs", id, "--type", "session"});
+  EXPECT_EQ(after.out.find("unrecorded-42"), std::string::npos) << after.out;
+  EXPECT_NE(after.out.find("\"recorded\":false"), std::string::npos) << after.out;
 }
 
 TEST_F(Kmd, CloneCopiesTheWorkspaceOwnedByTheClone) {

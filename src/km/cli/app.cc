@@ -4,6 +4,7 @@
 
 #include "km/cli/budget_commands.h"
 #include "km/cli/otel_commands.h"
+#include "km/cli/logs_command.h"
 #include "km/cli/output.h"
 #include "km/cli/profile_commands.h"
 #include "km/cli/sandbox_commands.h"
@@ -35,6 +36,7 @@ int run(int argc, char** argv) {
   add_sandbox_commands(app, global, &exit_code);
   add_budget_commands(app, global, &exit_code);
   add_otel_commands(app, global, &exit_code);
+  add_logs_command(app, global, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -21,6 +21,7 @@
 #include "km/base/strings.h"
 #include "km/cli/budget_commands.h"
 #include "km/cli/kmd_client.h"
+#include "km/cli/logs_command.h"
 #include "km/profile/builtins.h"
 #include "km/profile/inherit.h"
 #include "km/yaml/emit.h"
@@ -222,9 +223,11 @@ int cmd_list(const GlobalOptions& g, bool all) {
 }
 
 int cmd_audit(const GlobalOptions& g, const std::string& ref, const std::string& kind, int64_t limit) {
-  Json req{{"op", "audit"}, {"ref", ref}, {"limit", limit}};
+  Json req{{"op", "audit"}, {"ref", ref}};
   if (!kind.empty()) req["kind"] = kind;
-  return finish(call(g, req), g, [](const Json& r) {
+  auto client = KmdClient::connect(socket_path(g));
+  auto reply = client ? fetch_newest(*client, req, limit) : Result<Json>(fail(client.error()));
+  return finish(reply, g, [](const Json& r) {
     std::vector<std::vector<std::string>> rows;
     auto str = [](const Json& e, const char* k) { return e.contains(k) && e[k].is_string() ? e[k].get<std::string>() : std::string(); };
     for (const auto& e : r["events"]) {
@@ -303,6 +306,14 @@ int cmd_status(const GlobalOptions& g, const std::string& ref) {
     if (s.contains("processes")) line("processes", std::to_string(s["processes"].get<int64_t>()));
     if (s.contains("memory_bytes")) line("memory", std::to_string(s["memory_bytes"].get<int64_t>() >> 20) + " MiB");
     if (s.contains("budget") && s["budget"].is_object()) print_spend(s["budget"], 14);
+    if (s.contains("audit") && s["audit"].is_object()) {
+      // The trail's size and what it lost (km logs shows the events).
+      const Json& a = s["audit"];
+      auto n = [&a](const char* k) { return std::to_string(a.value(k, uint64_t{0})); };
+      line("audit", n("events") + " events, " + n("dropped") + " dropped (enforcer " + n("dropped_enforcer") + ", kmd " +
+                        n("dropped_kmd") + "), " + n("suppressed") + " suppressed, " + n("truncated") + " truncated, " +
+                        n("malformed") + " malformed" + (a.value("exec_lost", uint64_t{0}) ? ", " + n("exec_lost") + " commands lost host-wide" : ""));
+    }
     std::printf("events:\n");
     for (const auto& e : s["events"]) {
       std::printf("  %s  %-16s %s\n", utc(e["ts"]).c_str(), e["type"].get<std::string>().c_str(),
@@ -404,9 +415,10 @@ int cmd_exec(const GlobalOptions& g, const std::string& ref, const std::vector<s
   }
 }
 
-// An interactive shell: the terminal goes raw here, kmd relays to the sandbox's pty and keeps
-// a transcript; window size changes are forwarded.
-int cmd_shell(const GlobalOptions& g, const std::string& ref, bool root) {
+// An interactive shell: the terminal goes raw here, kmd relays to the sandbox's pty and records
+// the session in the sandbox's audit trail (unless --no-record); window size changes are
+// forwarded.
+int cmd_shell(const GlobalOptions& g, const std::string& ref, bool root, bool record) {
   auto client = KmdClient::connect(socket_path(g));
   if (!client) {
     print_error(client.error());
@@ -416,7 +428,7 @@ int cmd_shell(const GlobalOptions& g, const std::string& ref, bool root) {
   bool tty = ::isatty(0) && ::ioctl(0, TIOCGWINSZ, &ws) == 0;
   const char* term = std::getenv("TERM");
   Json req{{"op", "shell"}, {"ref", ref}, {"root", root}, {"cols", tty ? ws.ws_col : 80}, {"rows", tty ? ws.ws_row : 24},
-           {"term", term ? term : "xterm-256color"}};
+           {"term", term ? term : "xterm-256color"}, {"record", record}};
   termios saved{};
   if (tty) {
     ::tcgetattr(0, &saved);
@@ -510,7 +522,7 @@ void add_sandbox_commands(CLI::App& app, GlobalOptions& global, int* exit_code) 
     int64_t limit = 50;
   };
   auto ao = std::make_shared<AuditOpts>();
-  CLI::App* audit = app.add_subcommand("audit", "Show a sandbox's audit: every command run and every DNS and connection verdict, newest last");
+  CLI::App* audit = app.add_subcommand("audit", "Show a sandbox's commands and egress verdicts from its audit trail, newest last (see also km logs)");
   audit->add_option("ref", ao->ref, "ID, alias or number")->required();
   audit->add_option("--kind", ao->kind, "Only exec (commands), dns, connect, packet, http (inspected requests) or ai (metered calls) events")
       ->check(CLI::IsMember({"exec", "dns", "connect", "packet", "http", "ai"}));
@@ -547,11 +559,17 @@ void add_sandbox_commands(CLI::App& app, GlobalOptions& global, int* exit_code) 
     *exit_code = kExitOk;
   });
 
-  auto so = std::make_shared<std::pair<std::string, bool>>();
-  CLI::App* shell = app.add_subcommand("shell", "Open an interactive shell in a sandbox (recorded to a transcript)");
-  shell->add_option("ref", so->first, "ID, alias or number")->required();
-  shell->add_flag("--root", so->second, "Root inside (privileged profiles only)");
-  shell->callback([&global, so, exit_code] { *exit_code = cmd_shell(global, so->first, so->second); });
+  struct ShellOpts {
+    std::string ref;
+    bool root = false, record = true;
+  };
+  auto so = std::make_shared<ShellOpts>();
+  CLI::App* shell = app.add_subcommand("shell", "Open an interactive shell in a sandbox (recorded in its audit trail: km logs --type session)");
+  shell->add_option("ref", so->ref, "ID, alias or number")->required();
+  shell->add_flag("--root", so->root, "Root inside (privileged profiles only)");
+  shell->add_flag("--record,!--no-record", so->record,
+                  "Record what is typed and shown as session events (the default); --no-record keeps only the session's start and end");
+  shell->callback([&global, so, exit_code] { *exit_code = cmd_shell(global, so->ref, so->root, so->record); });
 
   for (const char* op : {"stop", "pause", "resume", "lock", "unlock", "destroy"}) {
     auto r = std::make_shared<std::string>();

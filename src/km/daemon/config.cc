@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <cstdlib>
 #include <map>
 
 #include "km/base/strings.h"
@@ -27,7 +28,7 @@ std::optional<Config> parse_config(std::string_view text, const std::string& fil
       {"group", &c.group}, {"linkPool", &c.link_pool}, {"extraCABundle", &c.extra_ca_bundle},
       {"upstreamProxy", &c.upstream_proxy}, {"priceTable", &c.price_table}, {"logLevel", &c.log_level},
       {"initPath", &c.init_path}};
-  std::vector<std::string> known = {"upstreamDNS", "execAudit"};
+  std::vector<std::string> known = {"upstreamDNS", "execAudit", "auditRateLimit"};
   for (const auto& [k, v] : strings) known.push_back(k);
   for (const yaml::Entry& e : parsed->entries) {
     if (auto it = strings.find(e.key); it != strings.end()) {
@@ -42,6 +43,14 @@ std::optional<Config> parse_config(std::string_view text, const std::string& fil
         continue;
       }
       c.exec_audit = e.value.value == "true";
+    } else if (e.key == "auditRateLimit") {
+      char* end = nullptr;
+      double v = e.value.is_scalar() && !e.value.value.empty() ? std::strtod(e.value.value.c_str(), &end) : -1;
+      if (!e.value.is_scalar() || end == nullptr || *end != '\0' || !(v >= 0) || v > 1e9) {
+        f.error(e.value.mark, e.key, "expected a number of events per second (0 for no limit)");
+        continue;
+      }
+      c.audit_rate_limit = v;
     } else if (e.key == "upstreamDNS") {
       if (!e.value.is_sequence()) {
         f.error(e.value.mark, e.key, "expected a list of addresses");

@@ -11,6 +11,7 @@
 //   upstreamProxy: http://proxy.corp.example:3128
 //   priceTable: /etc/km/prices.json  prices over the built-in table (meter::PriceTable JSON; read at start)
 //   logLevel: info
+//   auditRateLimit: 500          enforcer audit events per second per kind per sandbox (0: none)
 #pragma once
 
 #include <string>
@@ -38,6 +39,9 @@ struct Config {
   // this is false (tests that do not need it).
   bool exec_audit = true;
   std::string cgroup_name = "km";  // directory beneath kmd's cgroups (tests use their own)
+  // Each enforcer records at most this many audit events of one kind a second (bursts of ten
+  // times that); the rest are counted as suppressed. 0: no limit.
+  double audit_rate_limit = 500;
 
   std::string socket_path() const { return socket.empty() ? runtime_dir + "/kmd.sock" : socket; }
 };

@@ -22,6 +22,7 @@
 #include "km/base/file.h"
 #include "km/base/money.h"
 #include "km/base/strings.h"
+#include "km/audit/transcript.h"
 #include "km/daemon/budget.h"
 #include "km/enforcer/config.h"
 #include "km/profile/inherit.h"
@@ -124,8 +125,7 @@ Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shar
     // refuses to create sandboxes, naming the reason.
     auto audit = fs ? bpf::ExecAudit::open(pins) : Result<std::unique_ptr<bpf::ExecAudit>>(fail(fs.error()));
     if (audit) {
-      s->exec_audit_ = std::move(*audit);
-      s->exec_reader_ = std::thread([svc = s.get()] { svc->record_commands(); });
+      s->exec_audit_ = std::move(*audit);  // read once the trails exist (below)
     } else {
       s->exec_audit_error_ = audit.error();
       log.log(log::Level::kError, "the exec audit is not available; sandboxes will be refused", {{"error", audit.error().to_string()}});
@@ -135,16 +135,27 @@ Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shar
     };
   }
   lc.cgroup_name = config.cgroup_name;
+  // Enforcers write their audit lines into a pipe kmd reads into the sandbox's trail.
+  lc.enforcer_audit = [svc = s.get()](const std::string& id) -> Result<UniqueFd> {
+    return svc->trails_->enforcer_writer(id, svc->launcher_->enforcer_audit_fifo(id));
+  };
   KM_ASSIGN_OR_RETURN(sandbox::Launcher l, sandbox::Launcher::create(lc));
   s->launcher_.emplace(std::move(l));
   KM_ASSIGN_OR_RETURN(s->store_, store::Store::open(config.state_dir + "/km.db"));
   s->store_->set_clock([clock = s->clock_] { return clock->now(); });  // running time, for compute spend
+  AuditTrailsOptions ao;
+  ao.db_path = config.state_dir + "/km.db";
+  ao.live_dir = [layout = s->layout_](const std::string& id) { return sandbox::sandbox_dir(layout, id) + "/audit"; };
+  ao.secrets = [svc = s.get()](const std::string& id) { return svc->sandbox_secrets(id); };
+  KM_ASSIGN_OR_RETURN(s->trails_, AuditTrails::create(std::move(ao), log));
+  if (s->exec_audit_) s->exec_reader_ = std::thread([svc = s.get()] { svc->record_commands(); });
   return s;
 }
 
 Service::~Service() {
   stopping_ = true;
   if (exec_reader_.joinable()) exec_reader_.join();
+  trails_.reset();  // writes what is queued
 }
 
 Status Service::watch_commands(const std::string& id, uint64_t cgroup_id, uint32_t uid_base) {
@@ -184,14 +195,10 @@ void Service::record_commands() {
     auto inside = [&who](uint32_t host) -> int64_t {
       return host >= who.uid_base && host < who.uid_base + sandbox::kIdRange ? int64_t{host - who.uid_base} : -1;
     };
-    Json line{{"ts", log::utc_timestamp_now()}, {"sandbox", who.id}, {"kind", "exec"}, {"pid", e.pid}, {"ppid", e.ppid},
-              {"uid", inside(e.uid)}, {"gid", inside(e.gid)}, {"filename", e.filename}, {"argv", e.argv}, {"comm", e.comm}, {"cwd", e.cwd}};
-    if (e.truncated) line["truncated"] = true;
-    std::string text = line.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
-    std::string dir = sandbox::sandbox_dir(layout_, who.id) + "/audit";
-    ::mkdir(dir.c_str(), 0700);
-    UniqueFd fd(::open((dir + "/exec.jsonl").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (fd) (void)!::write(fd.get(), text.data(), text.size());
+    Json detail{{"pid", e.pid}, {"ppid", e.ppid}, {"uid", inside(e.uid)}, {"gid", inside(e.gid)}, {"filename", e.filename},
+                {"argv", e.argv}, {"comm", e.comm}, {"cwd", e.cwd}};
+    if (e.truncated) detail["truncated"] = true;
+    trails_->record(who.id, audit::Event{audit::now_ms(), "kernel", "exec", std::move(detail)});
   };
   while (!stopping_) {
     auto n = exec_audit_->poll(200, deliver);
@@ -202,6 +209,17 @@ void Service::record_commands() {
     uint64_t lost = exec_audit_->lost();
     if (lost > reported_lost) {
       log_.log(log::Level::kWarn, "exec audit events were lost (the reader fell behind)", {{"lost", lost - reported_lost}});
+      // The kernel's count is host-wide: every sandbox watched now may miss commands.
+      std::set<std::string> watched;
+      {
+        std::lock_guard<std::mutex> g(exec_mu_);
+        for (const auto& [cg, who] : audited_) watched.insert(who.id);
+      }
+      for (const auto& id : watched) {
+        trails_->record(id, audit::Event{audit::now_ms(), "kmd", "audit",
+                                         Json{{"kind", "exec-lost"}, {"count", lost - reported_lost}, {"scope", "host"},
+                                              {"reason", "the kernel could not queue commands for kmd (host-wide count)"}}});
+      }
       reported_lost = lost;
     }
   }
@@ -217,6 +235,8 @@ std::mutex& Service::lock_for(const std::string& id) {
 void Service::event(const std::string& id, const std::string& type, Json detail) {
   (void)store_->add_event(id, clock_->now(), type, detail.dump(-1, ' ', false, Json::error_handler_t::replace));
   log_.log(log::Level::kInfo, type, {{"detail", detail}}, id);
+  // Shell sessions have session events of their own in the trail (op_shell).
+  if (type.rfind("shell-", 0) != 0) trails_->record(id, audit::from_lifecycle(type, std::move(detail), audit::now_ms()));
 }
 
 namespace {
@@ -254,6 +274,7 @@ Json Service::handle(const Json& req, std::vector<UniqueFd>& fds, int conn) {
     if (op == "list") return op_list(req);
     if (op == "status") return op_status(req);
     if (op == "audit") return op_audit(req);
+    if (op == "logs") return op_logs(req);
     if (op == "exec") return op_exec(req, fds, conn);
     if (op == "shell") return op_shell(req, fds, conn);
     if (op == "clone") return op_clone(req);
@@ -337,6 +358,9 @@ Json Service::create_and_start(store::Sandbox s, const std::function<Status(cons
   auto started = prepared ? do_start(*inserted) : Result<store::Sandbox>(fail(prepared.error()));
   if (!started) {
     Error e = started.error();
+    // What the failed sandbox did is kept, with the artifacts, before its directory goes.
+    (void)launcher_->stop(inserted->id);
+    export_trail(inserted->id);
     (void)launcher_->destroy(inserted->id);
     (void)store_->transition(inserted->id, {State::kStarting}, State::kFailed, e.to_string());
     event(inserted->id, "failed", {{"reason", e.to_string()}});
@@ -433,6 +457,7 @@ Result<store::Sandbox> Service::do_start(store::Sandbox s) {
     if (::lchown(tdir.c_str(), enforcer_uid(s.slot), enforcer_uid(s.slot)) != 0) return fail(Error::from_errno("chown " + tdir));
     ec.telemetry_dir = tdir;
     ec.pid_file = launcher_->runtime_dir(s.id) + "/enforcer.pid";
+    ec.audit_rate = config_.audit_rate_limit;
     ec.run_as_uid = enforcer_uid(s.slot);
     ec.run_as_gid = enforcer_uid(s.slot);
     ec.kernel = spec.net.enforcement != "proxy";
@@ -506,62 +531,12 @@ Json Service::op_status(const Json& req) {
     for (const auto& ev : *e) evs.push_back(Json{{"ts", ev.ts}, {"type", ev.type}, {"detail", Json::parse(ev.detail, nullptr, false)}});
   }
   d["events"] = evs;
+  d["audit"] = trails_->counters(s->id).to_json();
+  d["audit"]["head"] = trails_->head(s->id);
   if (auto ledger = ledger_for(s->id)) {
     if (auto b = budget_of(*ledger, *s)) d["budget"] = std::move(*b);
   }
   return Json{{"ok", true}, {"sandbox", d}, {"now", clock_->now()}};
-}
-
-namespace {
-
-// The newest `limit` events of `kind` (all kinds if empty) in a JSON-lines file, oldest first.
-// Reads at most the last 16 MiB.
-std::vector<Json> tail_events(const std::string& path, const std::string& kind, size_t limit) {
-  std::vector<Json> picked;
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (!fd) return picked;
-  struct stat st {};
-  ::fstat(fd.get(), &st);
-  off_t size = st.st_size, from = std::max<off_t>(0, size - (off_t{16} << 20));
-  std::string text(static_cast<size_t>(size - from), '\0');
-  ssize_t n = ::pread(fd.get(), text.data(), text.size(), from);
-  text.resize(n > 0 ? static_cast<size_t>(n) : 0);
-  if (from > 0) text.erase(0, text.find('\n') + 1);  // a partial first line
-  size_t end = text.size();
-  while (end > 0 && picked.size() < limit) {
-    size_t start = text.rfind('\n', end - 1);
-    start = start == std::string::npos ? 0 : start + 1;
-    Json e = Json::parse(text.substr(start, end - start), nullptr, false);
-    if (e.is_object() && (kind.empty() || e.value("kind", std::string()) == kind)) picked.push_back(std::move(e));
-    end = start > 0 ? start - 1 : 0;
-  }
-  std::reverse(picked.begin(), picked.end());
-  return picked;
-}
-
-}  // namespace
-
-Json Service::op_audit(const Json& req) {
-  auto s = find(req);
-  if (!s) return error_reply(s.error());
-  size_t limit = static_cast<size_t>(std::clamp<int64_t>(req.value("limit", int64_t{100}), 1, 100000));
-  std::string kind = req.value("kind", std::string());
-  std::string dir = sandbox::sandbox_dir(layout_, s->id) + "/audit";
-  // Egress verdicts (the enforcer) and commands (the exec audit), merged by time.
-  std::vector<Json> all;
-  if (kind != "exec") {
-    auto e = tail_events(dir + "/egress.jsonl", kind, limit);
-    all.insert(all.end(), std::make_move_iterator(e.begin()), std::make_move_iterator(e.end()));
-  }
-  if (kind.empty() || kind == "exec") {
-    auto e = tail_events(dir + "/exec.jsonl", kind, limit);
-    all.insert(all.end(), std::make_move_iterator(e.begin()), std::make_move_iterator(e.end()));
-  }
-  std::stable_sort(all.begin(), all.end(), [](const Json& a, const Json& b) {
-    return a.value("ts", std::string()) < b.value("ts", std::string());
-  });
-  if (all.size() > limit) all.erase(all.begin(), all.end() - static_cast<long>(limit));
-  return Json{{"ok", true}, {"events", all}};
 }
 
 Service::SessionGuard::SessionGuard(Service& svc, std::string id) : svc_(svc), id_(std::move(id)) {
@@ -627,8 +602,10 @@ Json Service::op_exec(const Json& req, std::vector<UniqueFd>& fds, int conn) {
 }
 
 // An interactive shell: the sandbox's init gives kmd the pty master; kmd relays between it
-// and the client's terminal (stdin, stdout) and records everything to a transcript in the
-// sandbox's state directory. The client's terminal never enters the sandbox.
+// and the client's terminal (stdin, stdout). With "record" (the default) what is typed and what
+// is shown go into the sandbox's audit trail as session events, chunked by line and redacted
+// there like every event; without it only the session's start and end are recorded. The
+// client's terminal never enters the sandbox.
 Json Service::op_shell(const Json& req, std::vector<UniqueFd>& fds, int conn) {
   auto s = find(req);
   if (!s) return error_reply(s.error());
@@ -638,7 +615,8 @@ Json Service::op_shell(const Json& req, std::vector<UniqueFd>& fds, int conn) {
   if (fds.size() != 2) return error_reply(Error(ErrorCode::kInvalidArgument, "shell needs the terminal's input and output"));
   auto ctl = launcher_->connect(s->id);
   if (!ctl) return error_reply(ctl.error().wrap("reaching sandbox " + s->id));
-  Json sreq{{"op", "shell"}, {"cols", req.value("cols", 80)}, {"rows", req.value("rows", 24)}, {"root", req.value("root", false)},
+  bool root = req.value("root", false), recorded = req.value("record", true);
+  Json sreq{{"op", "shell"}, {"cols", req.value("cols", 80)}, {"rows", req.value("rows", 24)}, {"root", root},
             {"term", req.value("term", std::string("xterm-256color"))}};
   if (auto st = sys::send_message(ctl->get(), sreq.dump()); !st) return error_reply(st.error());
   auto started = sys::recv_message(ctl->get());
@@ -648,33 +626,55 @@ Json Service::op_shell(const Json& req, std::vector<UniqueFd>& fds, int conn) {
     return error_reply(Error(ErrorCode::kFailedPrecondition, sj.is_object() && sj.contains("error") ? sj["error"].get<std::string>() : "no terminal from the sandbox"));
   }
   UniqueFd master = std::move(started->fds[0]);
-  std::string dir = sandbox::sandbox_dir(layout_, s->id) + "/sessions";
-  ::mkdir(dir.c_str(), 0700);
   int64_t t0 = clock_->now();
-  std::string transcript = dir + "/" + std::to_string(t0) + "-" + std::to_string(sj.value("pid", 0)) + ".log";
-  UniqueFd rec(::open(transcript.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-  event(s->id, "shell-started", {{"transcript", transcript}});
-  SessionGuard session(*this, s->id);  // a sandbox with an open session is never idle
+  std::string session = std::to_string(t0) + "-" + std::to_string(sj.value("pid", 0));
+  // The transcript: typed input and shown output, each cut into chunks at line ends.
+  audit::TranscriptChunker typed, shown;
+  std::vector<audit::TranscriptChunker::Chunk> chunks;
+  auto record = [&](const char* kind, Json detail, int64_t ts = 0) {
+    detail["kind"] = kind;
+    detail["session"] = session;
+    trails_->record(s->id, audit::Event{ts ? ts : audit::now_ms(), "shell", "session", std::move(detail)});
+  };
+  auto flush = [&](const char* kind) {
+    for (auto& c : chunks) record(kind, Json{{"data", std::move(c.data)}}, c.ts_ms);
+    chunks.clear();
+  };
+  record("start", Json{{"pid", sj.value("pid", 0)}, {"root", root}, {"recorded", recorded}});
+  event(s->id, "shell-started", {{"session", session}, {"recorded", recorded}});
+  SessionGuard guard(*this, s->id);  // a sandbox with an open session is never idle
   (void)sys::send_message(conn, Json{{"started", sj.value("pid", 0)}}.dump());
   int in = fds[0].get(), out = fds[1].get();
   char buf[16384];
   Json result;
   int64_t input_bytes = 0, output_bytes = 0;
   bool input_open = true;
+  auto shown_bytes = [&](const char* data, size_t n) {
+    output_bytes += static_cast<int64_t>(n);
+    if (!recorded) return;
+    shown.feed(std::string_view(data, n), audit::now_ms(), chunks);
+    flush("output");
+  };
   for (;;) {
     pollfd p[4] = {{ctl->get(), POLLIN, 0}, {conn, POLLIN, 0}, {master.get(), POLLIN, 0}, {input_open ? in : -1, POLLIN, 0}};
-    if (::poll(p, 4, -1) < 0) {
+    // Chunks waiting for their line end are written within their delay even when all is quiet.
+    if (::poll(p, 4, recorded ? 200 : -1) < 0) {
       if (errno == EINTR) continue;
       break;
+    }
+    if (recorded) {
+      int64_t now = audit::now_ms();
+      typed.tick(now, chunks);
+      flush("input");
+      shown.tick(now, chunks);
+      flush("output");
     }
     if (p[2].revents & (POLLIN | POLLHUP | POLLERR)) {
       ssize_t n = ::read(master.get(), buf, sizeof buf);
       if (n > 0) {
-        output_bytes += n;
         if (::write(out, buf, static_cast<size_t>(n)) < 0) {
         }
-        if (rec && ::write(rec.get(), buf, static_cast<size_t>(n)) < 0) {
-        }
+        shown_bytes(buf, static_cast<size_t>(n));
       }
     }
     if (p[3].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -683,6 +683,10 @@ Json Service::op_shell(const Json& req, std::vector<UniqueFd>& fds, int conn) {
         input_open = false;
       } else {
         input_bytes += n;
+        if (recorded) {
+          typed.feed(std::string_view(buf, static_cast<size_t>(n)), audit::now_ms(), chunks);
+          flush("input");
+        }
         if (::write(master.get(), buf, static_cast<size_t>(n)) < 0) input_open = false;
         (void)store_->touch(s->id, clock_->now());  // shell input is activity
       }
@@ -709,13 +713,21 @@ Json Service::op_shell(const Json& req, std::vector<UniqueFd>& fds, int conn) {
       ssize_t n;
       while ((n = ::read(master.get(), buf, sizeof buf)) > 0) {
         if (::write(out, buf, static_cast<size_t>(n)) < 0) break;
-        if (rec && ::write(rec.get(), buf, static_cast<size_t>(n)) < 0) break;
+        shown_bytes(buf, static_cast<size_t>(n));
       }
       result = st ? Json{{"ok", true}, {"exit", st->code}, {"signal", st->signal}} : error_reply(st.error());
       break;
     }
   }
-  event(s->id, "shell-ended", {{"transcript", transcript}, {"input_bytes", input_bytes}, {"output_bytes", output_bytes},
+  if (recorded) {
+    int64_t now = audit::now_ms();
+    typed.finish(now, chunks);
+    flush("input");
+    shown.finish(now, chunks);
+    flush("output");
+  }
+  record("end", Json{{"input_bytes", input_bytes}, {"output_bytes", output_bytes}, {"exit", result.value("exit", -1)}});
+  event(s->id, "shell-ended", {{"session", session}, {"input_bytes", input_bytes}, {"output_bytes", output_bytes},
                                {"exit", result.value("exit", -1)}});
   (void)store_->touch(s->id, clock_->now());
   return result;
@@ -723,6 +735,7 @@ Json Service::op_shell(const Json& req, std::vector<UniqueFd>& fds, int conn) {
 
 Status Service::do_stop(const store::Sandbox& s, const std::string& reason) {
   KM_TRY(launcher_->stop(s.id));
+  trails_->detach_enforcer(s.id);
   unwatch_commands(s.id);
   KM_ASSIGN_OR_RETURN(bool moved, store_->transition(s.id, {State::kRunning, State::kPaused}, State::kStopped, reason));
   if (moved) event(s.id, "stopped", {{"reason", reason}});
@@ -764,10 +777,13 @@ Status Service::do_destroy(const store::Sandbox& s, const std::string& reason) {
   if (!moved) return ok();
   collect_artifacts(s);
   archive_ledger(s.id);
+  KM_TRY(launcher_->stop(s.id));
+  export_trail(s.id);
   KM_TRY(launcher_->destroy(s.id));
   unwatch_commands(s.id);
   (void)store_->transition(s.id, {State::kDestroying}, State::kDestroyed, reason);
   event(s.id, "destroyed", {{"reason", reason}});
+  trails_->close(s.id);
   return ok();
 }
 
@@ -808,6 +824,7 @@ Json Service::op_simple(const std::string& op, const Json& req) {
       auto r = do_start(sb);
       if (!r) {
         (void)launcher_->stop(sb.id);
+        trails_->detach_enforcer(sb.id);
         return error_reply(r.error().wrap("resuming " + sb.id));
       }
     } else {
@@ -912,16 +929,21 @@ Status Service::reconcile() {
   for (const auto& s : *all) {
     switch (s.state) {
       case State::kStarting:
-        // kmd died while creating it: undo.
+        // kmd died while creating it: undo (keeping its trail).
+        (void)launcher_->stop(s.id);
+        export_trail(s.id);
         (void)launcher_->destroy(s.id);
         (void)store_->transition(s.id, {State::kStarting}, State::kFailed, "kmd stopped while the sandbox was being created");
         event(s.id, "failed", {{"reason", "interrupted creation undone at kmd start"}});
         live.insert(s.id);
         break;
       case State::kDestroying:
+        (void)launcher_->stop(s.id);
+        export_trail(s.id);
         (void)launcher_->destroy(s.id);
         (void)store_->transition(s.id, {State::kDestroying}, State::kDestroyed, s.reason);
         event(s.id, "destroyed", {{"reason", "interrupted destroy finished at kmd start"}});
+        trails_->close(s.id);
         break;
       case State::kRunning:
       case State::kPaused: {
@@ -931,6 +953,12 @@ Status Service::reconcile() {
           (void)store_->transition(s.id, {State::kRunning, State::kPaused}, State::kFailed, "the sandbox's init exited while kmd was down");
           event(s.id, "failed", {{"reason", "init gone at kmd start"}});
         } else {
+          // Its enforcer's audit lines waited in the pipe while kmd was down.
+          if (::access(launcher_->enforcer_audit_fifo(s.id).c_str(), F_OK) == 0) {
+            if (Status read = trails_->read_enforcer(s.id, launcher_->enforcer_audit_fifo(s.id)); !read) {
+              log_.log(log::Level::kError, "cannot read the enforcer's audit pipe", {{"error", read.error().to_string()}}, s.id);
+            }
+          }
           supervise_enforcer(s.id);
           // Its commands keep being recorded (the pinned program never stopped; this kmd
           // needs to know whose they are).
@@ -962,6 +990,7 @@ Status Service::reconcile() {
     if (live.count(id)) continue;
     log_.warn("removing an orphaned sandbox", {{"id", id}});
     (void)launcher_->destroy(id);
+    if (auto known = store_->get(id); known && !*known) (void)trails_->forget(id);
   }
   return ok();
 }

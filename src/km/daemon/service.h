@@ -25,7 +25,9 @@
 
 #include "km/base/log.h"
 #include "km/base/unique_fd.h"
+#include "km/audit/event.h"
 #include "km/bpf/exec_audit.h"
+#include "km/daemon/audit_trails.h"
 #include "km/daemon/config.h"
 #include "km/daemon/lifecycle.h"
 #include "km/meter/price.h"
@@ -60,8 +62,12 @@ class Service {
   nlohmann::json op_create(const nlohmann::json& req);
   nlohmann::json op_list(const nlohmann::json& req);
   nlohmann::json op_status(const nlohmann::json& req);
-  // The sandbox's egress audit events, newest last: {"kind": dns|connect|packet, "limit": N}.
+  // The sandbox's commands and egress verdicts from its audit trail, newest last, in the flat
+  // form km audit has always printed: {"kind": exec|dns|connect|packet|http|ai, "limit": N}.
   nlohmann::json op_audit(const nlohmann::json& req);
+  // km logs: the sandbox's audit trail (service_audit.cc). {"types": [...], "since_ms", "limit"}
+  // for the newest events; {"after_seq", "wait_ms"} to follow; {"verify": true} to check the chain.
+  nlohmann::json op_logs(const nlohmann::json& req);
   nlohmann::json op_exec(const nlohmann::json& req, std::vector<UniqueFd>& fds, int conn);
   nlohmann::json op_clone(const nlohmann::json& req);
   nlohmann::json op_shell(const nlohmann::json& req, std::vector<UniqueFd>& fds, int conn);
@@ -109,7 +115,15 @@ class Service {
   std::mutex sessions_mu_;
   std::map<std::string, int> sessions_;  // open exec/shell sessions per sandbox
 
-  // The exec audit: every command in every sandbox, from BPF, into <sandbox>/audit/exec.jsonl.
+  // The audit trails (audit_trails.h): every source of every sandbox, redacted, chained, indexed.
+  // The sandbox's literal secrets for its redactor: values of its environment whose names say
+  // they are secrets.
+  std::vector<std::string> sandbox_secrets(const std::string& id);
+  // At destroy: the enforcer's pipe is drained and the trail moves to the artifacts.
+  void export_trail(const std::string& id);
+  std::string trail_archive_dir(const std::string& id) const;
+
+  // The exec audit: every command in every sandbox, from BPF, into the sandbox's audit trail.
   struct Audited {
     std::string id;
     uint32_t uid_base = 0;
@@ -145,6 +159,9 @@ class Service {
   std::mutex ledgers_mu_;
   std::map<std::string, std::shared_ptr<store::SpendLedger>> ledgers_;
   std::set<std::string> ledger_errors_;  // logged once
+
+  // Last: it goes first, while the store it asks for secrets is still there.
+  std::unique_ptr<AuditTrails> trails_;
 };
 
 nlohmann::json error_reply(const Error& e);

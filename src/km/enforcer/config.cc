@@ -22,6 +22,7 @@ std::string to_json(const Config& c) {
          {"caBundle", c.ca_bundle},
          {"dnsTtlFloor", c.dns_ttl_floor},
          {"maxBindings", c.max_bindings},
+         {"auditRate", c.audit_rate},
          {"pidFile", c.pid_file},
          {"kernel", c.kernel},
          {"runAsUid", c.run_as_uid},
@@ -56,6 +57,7 @@ Result<Config> config_from_json(const std::string& text) {
     c.ca_bundle = j.value("caBundle", std::string{});
     c.dns_ttl_floor = j.value("dnsTtlFloor", 600u);
     c.max_bindings = j.value("maxBindings", 65536u);
+    c.audit_rate = j.value("auditRate", 500.0);
     c.pid_file = j.value("pidFile", std::string{});
     c.kernel = j.value("kernel", false);
     c.run_as_uid = j.value("runAsUid", 0u);

@@ -37,6 +37,7 @@ struct Config {
   std::string ca_bundle;                  // extra CA bundle for upstream TLS, besides the system's
   uint32_t dns_ttl_floor = 600;           // seconds an allowed answer keeps its addresses open
   uint32_t max_bindings = 65536;
+  double audit_rate = 500;                // audit events per second per kind (bursts of 10x); 0: no limit
   std::string pid_file;                   // "pid starttime", written before ready
   bool kernel = false;                    // cgroup BPF programs gate the sandbox (ebpf, both)
   uint32_t run_as_uid = 0;                // drop to this uid/gid after start (0: stay)

@@ -56,7 +56,15 @@ Status run(const Config& config) {
   }
   asio::io_context io(1);
   audit.set_deferred([&io](std::function<void()> f) { asio::post(io, std::move(f)); });
-  audit.set_rate_limit(500);
+  // A full pipe (kmd behind, or restarting) is tried again shortly; the event loop never waits.
+  asio::steady_timer audit_retry(io);
+  audit.set_retry([&audit_retry](std::function<void()> f) {
+    audit_retry.expires_after(std::chrono::milliseconds(20));
+    audit_retry.async_wait([f = std::move(f)](std::error_code ec) {
+      if (!ec) f();
+    });
+  });
+  audit.set_rate_limit(config.audit_rate);
   DnsService dns(io, policy, book, audit, upstreams, log);
   EgressProxy proxy(io, config, policy, book, dns, audit, log);
   std::unique_ptr<Inspector> inspector;

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <fcntl.h>
 #include <functional>
+#include <sstream>
+#include <vector>
 
 namespace km::enforcer {
 namespace {
@@ -147,6 +149,53 @@ TEST(AuditLog, FloodsAreCountedNotWritten) {
   ::close(p[0]);
   EXPECT_NE(out.find("\"kind\":\"connect\""), std::string::npos);
   EXPECT_LE(std::count(out.begin(), out.end(), '\n'), 110);
+}
+
+}  // namespace
+}  // namespace km::enforcer
+
+namespace km::enforcer {
+namespace {
+
+TEST(AuditLog, AFullPipeNeverBlocksItDropsCountsAndReportsLater) {
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  ::fcntl(p[1], F_SETPIPE_SZ, 4096);
+  std::vector<std::function<void()>> retries;
+  AuditLog log("sb-1", p[1]);
+  log.set_max_pending(4096);
+  log.set_retry([&](std::function<void()> f) { retries.push_back(std::move(f)); });
+  for (int i = 0; i < 1000; ++i) log.emit("dns", {{"n", i}});  // nobody reads: it must not block
+  EXPECT_GT(log.dropped(), 800u);  // about 8 KiB (the pipe and what may wait) got through
+  EXPECT_EQ(log.events() + log.dropped(), 1000u);
+  EXPECT_FALSE(retries.empty());  // what waits is tried again later
+  // The reader catches up: what waited is written whole, then the report of what was lost.
+  std::string out;
+  char buf[65536];
+  for (int round = 0; round < 100; ++round) {
+    ssize_t n;
+    ::fcntl(p[0], F_SETFL, O_NONBLOCK);
+    while ((n = ::read(p[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    auto pending = std::move(retries);
+    retries.clear();
+    for (auto& f : pending) f();
+    if (pending.empty() && log.pending_bytes() == 0) break;
+  }
+  log.emit("dns", {{"n", "last"}});
+  ssize_t n;
+  while ((n = ::read(p[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(p[0]);
+  ::close(p[1]);
+  uint64_t lines = 0, reported = 0;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);  // every line whole
+    ++lines;
+    if (j["kind"] == "audit") reported += j["dropped"].get<uint64_t>();
+  }
+  EXPECT_EQ(reported, log.dropped());
+  EXPECT_EQ(lines, log.events() + 1);  // the events written and one report
 }
 
 }  // namespace

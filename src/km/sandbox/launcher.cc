@@ -175,7 +175,8 @@ namespace {
 // Opens the link rules' sockets in `netns_fd` and starts the enforcer described by
 // rdir/enforcer.json, recording it in rdir/enforcer.pid.
 Status launch_enforcer(const std::string& exe, const std::string& rdir, const std::string& sdir, int netns_fd,
-                       const NetSpec& net, const std::string& audit_path, const std::string& bpf_pins) {
+                       const NetSpec& net, const std::string& audit_path, const std::string& bpf_pins,
+                       const std::function<Result<UniqueFd>()>& audit_fd) {
   if (exe.empty()) return fail(ErrorCode::kFailedPrecondition, "no enforcer binary configured (km-enforcer)");
   KM_ASSIGN_OR_RETURN(EnforcerSockets socks, open_enforcer_sockets(netns_fd, net));
   // With kernel enforcement, the enforcer also gets the programs' maps (by descriptor).
@@ -188,9 +189,14 @@ Status launch_enforcer(const std::string& exe, const std::string& rdir, const st
     maps.push_back(std::move(m.port_cookie));
     maps.push_back(std::move(m.events));
   }
-  ::mkdir((sdir + "/audit").c_str(), 0700);
-  UniqueFd audit(::open(audit_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!audit) return fail(Error::from_errno("open " + audit_path));
+  UniqueFd audit;
+  if (audit_fd) {
+    KM_ASSIGN_OR_RETURN(audit, audit_fd());
+  } else {
+    ::mkdir((sdir + "/audit").c_str(), 0700);
+    audit.reset(::open(audit_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!audit) return fail(Error::from_errno("open " + audit_path));
+  }
   std::string log_path = sdir + "/enforcer.log";
   UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!log) return fail(Error::from_errno("open " + log_path));
@@ -207,6 +213,11 @@ Status launch_enforcer(const std::string& exe, const std::string& rdir, const st
 
 }  // namespace
 
+std::function<Result<UniqueFd>()> Launcher::enforcer_audit_for(const std::string& id) const {
+  if (!config_.enforcer_audit) return nullptr;
+  return [this, id] { return config_.enforcer_audit(id); };
+}
+
 Result<bool> Launcher::ensure_enforcer(const std::string& id) {
   std::string rdir = runtime_dir(id);
   if (::access((rdir + "/enforcer.json").c_str(), F_OK) != 0) return false;
@@ -221,7 +232,7 @@ Result<bool> Launcher::ensure_enforcer(const std::string& id) {
   UniqueFd netns(::open((rdir + "/netns").c_str(), O_RDONLY | O_CLOEXEC));
   if (!netns) return fail(Error::from_errno("open " + rdir + "/netns"));
   KM_TRY(launch_enforcer(config_.enforcer_path, rdir, sandbox_dir(config_.layout, id), netns.get(), net, egress_audit_path(id),
-                         bpf_pins(id)));
+                         bpf_pins(id), enforcer_audit_for(id)));
   return true;
 }
 
@@ -346,7 +357,7 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
     if (auto s = write_file_atomic(rdir + "/link.json", link.dump(), 0600); !s) return abort_child(std::move(s).error());
     if (auto s = write_file_atomic(rdir + "/enforcer.json", enforcer_config, 0600); !s) return abort_child(std::move(s).error());
     if (auto s = launch_enforcer(config_.enforcer_path, rdir, sdir, outer->get(), spec.net, egress_audit_path(id),
-                                 bpf_pins(id));
+                                 bpf_pins(id), enforcer_audit_for(id));
         !s) {
       return abort_child(std::move(s).error().wrap("starting the enforcer"));
     }

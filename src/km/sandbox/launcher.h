@@ -33,6 +33,10 @@ struct LauncherConfig {
   // Called with a sandbox's new (v2) cgroup id and uid base, before anything runs in it; an
   // error fails the creation (kmd attaches the exec audit here).
   std::function<Status(const std::string& id, uint64_t cgroup_id, uint32_t uid_base)> on_cgroup;
+  // The descriptor a sandbox's enforcer writes its audit lines to (kmd: the write end of the
+  // pipe it reads into the sandbox's audit trail), asked for at each enforcer start. Unset: the
+  // enforcer appends to egress_audit_path().
+  std::function<Result<UniqueFd>(const std::string& id)> enforcer_audit;
 };
 
 struct Started {
@@ -52,7 +56,8 @@ class Launcher {
                         const std::string& enforcer_config = "");
   // Restarts the sandbox's enforcer if it has one and it is gone. True when it was restarted.
   Result<bool> ensure_enforcer(const std::string& id);
-  // Where the enforcer appends the sandbox's egress audit events (JSON lines).
+  // Where the enforcer appends the sandbox's egress audit events (JSON lines) when no
+  // enforcer_audit is configured.
   std::string egress_audit_path(const std::string& id) const;
   // Where the sandbox's kernel enforcement is pinned ("" without a bpffs directory).
   std::string bpf_pins(const std::string& id) const;
@@ -65,6 +70,8 @@ class Launcher {
   // True when the init of `started` is still that process and alive.
   bool alive(const Started& started) const;
   Result<UniqueFd> connect(const std::string& id) const;
+  // Where kmd makes the pipe of the sandbox's enforcer audit (in its runtime directory).
+  std::string enforcer_audit_fifo(const std::string& id) const { return runtime_dir(id) + "/audit.fifo"; }
 
   std::string ctl_path(const std::string& id) const;
   std::string runtime_dir(const std::string& id) const;
@@ -73,6 +80,7 @@ class Launcher {
 
  private:
   Launcher(LauncherConfig c, sys::CgroupLayout l) : config_(std::move(c)), cgroups_(std::move(l)) {}
+  std::function<Result<UniqueFd>()> enforcer_audit_for(const std::string& id) const;
   LauncherConfig config_;
   sys::CgroupLayout cgroups_;
 };
