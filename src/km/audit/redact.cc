@@ -619,6 +619,7 @@ class Scanner {
         case '-':
           next = private_key(i);
           if (next == 0 && !tokens_only) next = long_flag(i);
+          if (next == 0 && !tokens_only) next = curl_user(i);
           break;
         case ':':
           if (tokens_only) break;
@@ -1280,6 +1281,65 @@ class Scanner {
     size_t ve = unquoted_end(v, false);
     emit_value(v, ve, kCredential);
     return std::max(ve, i + 1);
+  }
+
+  // curl -u user:PASSWORD (also -uuser:PASSWORD, -U, --user, --proxy-user, --user=...) in a
+  // command line that runs curl: -u means other things to other tools (docker run -u 0:0).
+  size_t curl_user(size_t i) {
+    if (i > 0 && !is_one_of(t_[i - 1], " \t\"'`")) return 0;
+    size_t v;
+    bool short_flag = false;
+    if (starts(i, "-u") || starts(i, "-U")) {
+      v = i + 2;
+      short_flag = true;
+    } else if (starts(i, "--user")) {
+      v = i + 6;
+    } else if (starts(i, "--proxy-user")) {
+      v = i + 12;
+    } else {
+      return 0;
+    }
+    if (v < n_ && is_blank(t_[v])) {
+      while (v < n_ && is_blank(t_[v])) ++v;
+    } else if (v < n_ && t_[v] == '=' && !short_flag) {
+      ++v;
+    } else if (!short_flag || v >= n_ || !(cls(v) & kAlnum)) {
+      return 0;
+    }
+    if (v >= n_ || !runs_curl(i)) return 0;
+    size_t vb = v;
+    size_t ve;
+    if (t_[v] == '"' || t_[v] == '\'') {
+      vb = v + 1;
+      ve = close_quote(vb, t_[v], false);
+    } else {
+      ve = unquoted_end(v, false);
+    }
+    for (size_t k = vb; k < ve;) {
+      if (size_t m = marker_end_at(k)) {
+        k = m;
+        continue;
+      }
+      if (t_[k] == ':') {
+        emit(k + 1, ve, kCredential);
+        return 0;  // the user name is scanned on: it may be a token itself (curl -u sk_test_...:)
+      }
+      ++k;
+    }
+    return 0;
+  }
+
+  // "curl" as a word earlier on the line (within 256 bytes).
+  bool runs_curl(size_t i) const {
+    size_t floor = i > 256 ? i - 256 : 0;
+    for (size_t k = i; k >= floor + 4; --k) {
+      if (t_[k - 1] == '\n' || t_[k - 1] == '\r') return false;
+      if (t_.compare(k - 4, 4, "curl") == 0 && (k - 4 == 0 || is_one_of(t_[k - 5], " \t/\"'`;&|(")) &&
+          (k == n_ || is_blank(t_[k]))) {
+        return true;
+      }
+    }
+    return false;
   }
 
   std::string_view t_;

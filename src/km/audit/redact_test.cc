@@ -453,7 +453,7 @@ TEST(Redactor, PathologicalInputsStayLinear) {
       repeat("Authorization: "), repeat("x-api-key: a "), repeat("ghp_"),  repeat("[REDACTED:"),
       repeat("[REDACTED:jwt]"), repeat("abcdefghi"), repeat("\\\"password\\\":\\\""),
       repeat("x Authorization: y "), repeat("eyJa.eyJb.c"), repeat("Bearer a/"), repeat("password=$x "),
-      repeat("{ token: a b "), repeat("--token \"")};
+      repeat("{ token: a b "), repeat("--token \""), repeat(" -u a:b"), repeat("curl -u \"a:")};
   for (const std::string& in : inputs) {
     auto start = std::chrono::steady_clock::now();
     std::string once = r.redact(in);
