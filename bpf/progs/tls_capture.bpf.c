@@ -357,11 +357,28 @@ SEC("uretprobe")
 int BPF_KRETPROBE(km_tls_return) { return on_return(ctx); }
 
 // SSL_free, gnutls_deinit: the connection is gone (its handle may be reused by the next one).
+// A connection that had calls in a watched process ends with a close record, so that the
+// reader can summarise it (bytes each way) when it ends rather than guess from silence.
 SEC("uprobe")
 int BPF_KPROBE(km_tls_free, void *ssl) {
   __u64 cgroup = bpf_get_current_cgroup_id();
-  if (!bpf_map_lookup_elem(&sandboxes, &cgroup)) return 0;
-  struct conn_key k = {.ssl = (__u64)ssl, .tgid = bpf_get_current_pid_tgid() >> 32};
+  struct km_tls_sandbox *sb = bpf_map_lookup_elem(&sandboxes, &cgroup);
+  if (!sb) return 0;
+  __u64 id = bpf_get_current_pid_tgid();
+  struct conn_key k = {.ssl = (__u64)ssl, .tgid = id >> 32};
+  struct conn *cs = bpf_map_lookup_elem(&conns, &k);
+  if (!cs) return 0;
+  struct km_tls_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+  if (e) {
+    struct call c = {};
+    c.ssl = (__u64)ssl;
+    c.sandbox = sb->index;
+    c.fn = KM_TLS_FN_FREE;
+    fill(e, &c, cs, id, 0, KM_TLS_F_CLOSE);
+    bpf_ringbuf_submit(e, 0);
+  } else {
+    count_lost();
+  }
   bpf_map_delete_elem(&conns, &k);
   return 0;
 }

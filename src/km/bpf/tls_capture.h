@@ -14,6 +14,8 @@
 //   GnuTLS record calls) are required; the rest are used where present. Objects are identified
 //   by inode: attaching the same file twice (two paths, a symlink) is a no-op, never double
 //   counts.
+// - When a connection that had calls in a watched process is freed (SSL_free, gnutls_deinit),
+//   a record with `closed` set ends it, so a reader can summarise a connection when it ends.
 // - Uprobes are on the file, so every process on the host that maps it traps into the program;
 //   only processes in cgroups added with watch() produce records. The cgroup is the v2 cgroup
 //   the process runs in (its own, not an ancestor: watch each sandbox's cgroup).
@@ -101,6 +103,9 @@ struct TlsRecord {
   uint16_t local_port = 0;
   uint64_t bytes = 0;      // plaintext bytes the call transferred
   bool head = false;       // first call of a message (in this direction, on this connection)
+  // The connection ended (SSL_free, gnutls_deinit): function "free", bytes 0, no plaintext.
+  // Sent once for each connection that had calls in a watched process.
+  bool closed = false;
   HttpHead http;           // parsed from heads
   // The first <= 4 KiB of the plaintext: only from sandboxes watched with capture_payloads.
   std::optional<std::string> payload;

@@ -35,7 +35,8 @@ static_assert(sizeof(km_tls_event_data) == KM_TLS_EVENT_DATA_SIZE, "km_tls_event
 namespace {
 
 constexpr const char* kFunctionNames[] = {"SSL_write",    "SSL_read",           "SSL_write_ex",
-                                          "SSL_read_ex",  "gnutls_record_send", "gnutls_record_recv"};
+                                          "SSL_read_ex",  "gnutls_record_send", "gnutls_record_recv",
+                                          "free"};
 static_assert(sizeof kFunctionNames / sizeof kFunctionNames[0] == KM_TLS_FN_MAX + 1);
 
 // ---- HTTP heads ----
@@ -167,8 +168,10 @@ Result<TlsRecord> decode_tls_event(const void* data, size_t size) {
   km_tls_event raw;
   std::memcpy(&raw, data, sizeof raw);
   bool with_data = size == sizeof(km_tls_event_data);
+  bool close = (raw.flags & KM_TLS_F_CLOSE) != 0;
   if (with_data != ((raw.flags & KM_TLS_F_DATA) != 0) || raw.fn > KM_TLS_FN_MAX ||
-      raw.data_len > (with_data ? KM_TLS_DATA_MAX : 0u) || raw.data_len > raw.bytes) {
+      raw.data_len > (with_data ? KM_TLS_DATA_MAX : 0u) || raw.data_len > raw.bytes ||
+      close != (raw.fn == KM_TLS_FN_FREE) || (close && (with_data || raw.bytes != 0))) {
     return fail(ErrorCode::kInvalidArgument, "malformed TLS event");
   }
   TlsRecord r;
@@ -191,7 +194,8 @@ Result<TlsRecord> decode_tls_event(const void* data, size_t size) {
     r.local_port = raw.local_port;
   }
   r.bytes = raw.bytes;
-  r.head = (raw.flags & KM_TLS_F_HEAD) != 0;
+  r.closed = close;
+  r.head = !close && (raw.flags & KM_TLS_F_HEAD) != 0;
   r.payload_unreadable = (raw.flags & KM_TLS_F_FAULT) != 0;
   if (with_data) {
     std::string_view text(reinterpret_cast<const char*>(data) + offsetof(km_tls_event_data, data), raw.data_len);

@@ -152,6 +152,35 @@ TEST(TlsEvent, CountOnlyRecord) {
   EXPECT_FALSE(r->payload);
 }
 
+TEST(TlsEvent, CloseRecordEndsTheConnection) {
+  km_tls_event e{};
+  e.fn = KM_TLS_FN_FREE;
+  e.flags = KM_TLS_F_CLOSE;
+  e.ssl = 0x77;
+  e.pid = 9;
+  e.fd = 4;
+  e.family = AF_INET;
+  e.remote_port = 3128;
+  e.local_port = 40001;
+  auto r = decode_tls_event(&e, sizeof e);
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_TRUE(r->closed);
+  EXPECT_FALSE(r->head);
+  EXPECT_EQ(r->function, "free");
+  EXPECT_EQ(r->conn, 0x77u);
+  EXPECT_EQ(r->local_port, 40001);
+  // A close record never carries bytes or plaintext, and only fn FREE closes.
+  auto with_bytes = e;
+  with_bytes.bytes = 1;
+  EXPECT_FALSE(decode_tls_event(&with_bytes, sizeof with_bytes));
+  auto no_flag = e;
+  no_flag.flags = 0;
+  EXPECT_FALSE(decode_tls_event(&no_flag, sizeof no_flag));
+  auto wrong_fn = e;
+  wrong_fn.fn = KM_TLS_FN_SSL_READ;
+  EXPECT_FALSE(decode_tls_event(&wrong_fn, sizeof wrong_fn));
+}
+
 TEST(TlsEvent, MalformedRecordsAreErrors) {
   auto e = event(KM_TLS_FN_SSL_WRITE, KM_TLS_F_HEAD, kGet, kGet.size());
   EXPECT_FALSE(decode_tls_event(&e, sizeof e - 1));

@@ -14,7 +14,8 @@
 #define KM_TLS_FN_SSL_READ_EX 3
 #define KM_TLS_FN_GNUTLS_SEND 4 /* gnutls_record_send, gnutls_record_send2 */
 #define KM_TLS_FN_GNUTLS_RECV 5 /* gnutls_record_recv */
-#define KM_TLS_FN_MAX KM_TLS_FN_GNUTLS_RECV
+#define KM_TLS_FN_FREE 6        /* SSL_free, gnutls_deinit: the connection ended (a close record) */
+#define KM_TLS_FN_MAX KM_TLS_FN_FREE
 
 /* Value of the `sandboxes` map (key: the v2 cgroup id). */
 #define KM_TLS_SANDBOX_PAYLOADS 1u /* copy plaintext from every call, not only message heads */
@@ -29,9 +30,13 @@ struct km_tls_sandbox {
                               * plaintext can start a message (an HTTP request or response head) */
 #define KM_TLS_F_PAYLOADS 4u /* the sandbox asked for payloads (KM_TLS_SANDBOX_PAYLOADS) */
 #define KM_TLS_F_FAULT 8u    /* the plaintext could not be read (the page was not resident) */
+#define KM_TLS_F_CLOSE 16u   /* fn KM_TLS_FN_FREE: the connection's SSL* (session) was freed; bytes
+                              * is 0 and the socket fields are the connection's, if learnt. Only
+                              * for connections that had a call in a watched process. */
 
 /* One SSL_read/SSL_write(_ex) or gnutls_record_send/recv call that transferred bytes, emitted
- * when it returns. */
+ * when it returns; or the end of a connection (KM_TLS_F_CLOSE), emitted at SSL_free /
+ * gnutls_deinit. */
 struct km_tls_event {
   __u64 boot_ns;       /* bpf_ktime_get_boot_ns() at return */
   __u64 cgroup_id;     /* the v2 cgroup of the process */
