@@ -102,6 +102,9 @@ Result<Model> decode(const yaml::Node& r) {
   m.claude_telemetry = flag(r, "spec.observability.claudeTelemetry.enabled", true);
   m.telemetry_log_prompts = flag(r, "spec.observability.claudeTelemetry.logPrompts", false);
   m.telemetry_tool_details = flag(r, "spec.observability.claudeTelemetry.logToolDetails", false);
+  m.tls_capture.enabled = flag(r, "spec.observability.tlsCapture.enabled", false);
+  m.tls_capture.libraries = strings(r, "spec.observability.tlsCapture.libraries");
+  m.tls_capture.capture_payloads = flag(r, "spec.observability.tlsCapture.capturePayloads", false);
   m.artifact_paths = strings(r, "spec.artifacts.paths");
   if (const yaml::Node* a = at(r, "spec.artifacts.maxSizeMB")) m.artifact_max_mb = a->as_int().value_or(0);
   m.compute_budget_micros = micros(r, "spec.budget.compute.maxSpendUSD");

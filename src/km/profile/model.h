@@ -52,6 +52,12 @@ struct Model {
   bool claude_telemetry = true;
   bool telemetry_log_prompts = false;
   bool telemetry_tool_details = false;
+  // observability.tlsCapture: kmd observes the plaintext of TLS made inside (docs/tls-capture.md)
+  struct TlsCapture {
+    bool enabled = false;
+    std::vector<std::string> libraries;  // openssl|gnutls|nss|go|rustls|all; empty: openssl
+    bool capture_payloads = false;
+  } tls_capture;
   // artifacts
   std::vector<std::string> artifact_paths;
   int64_t artifact_max_mb = 0;

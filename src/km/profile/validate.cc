@@ -502,9 +502,10 @@ class Rules {
 
   void observability() {
     for (const std::string& lib : v_.strings("spec.observability.tlsCapture.libraries")) {
-      if (lib != "openssl" && lib != "all") {
+      if (lib != "openssl" && lib != "gnutls" && lib != "all") {
         f_.warning(v_.mark("spec.observability.tlsCapture.libraries"), "spec.observability.tlsCapture.libraries",
-                   lib + " is not observed yet; only openssl is, and other stacks are reported as unsupported");
+                   lib + " is not observed; only openssl and gnutls are, and programs using other stacks are reported "
+                         "in the audit trail (tls-unobserved)");
       }
     }
     std::string substrate = this->substrate().value_or("");

@@ -247,7 +247,7 @@ std::vector<Rule> rules() {
       {"email_sender_bad", with("  email: {allowedSenders: [\"sb-XYZ\"]}\n"), "spec.email.allowedSenders[0]", E, "must be self"},
       {"email_policy_bool", with("  email: {encryption: false}\n"), "spec.email.encryption", E, "is a boolean"},
       // observability
-      {"tls_gnutls_warn", with("  observability: {tlsCapture: {enabled: true, libraries: [gnutls]}}\n"), "spec.observability.tlsCapture.libraries", W, "not observed yet"},
+      {"tls_go_warn", with("  observability: {tlsCapture: {enabled: true, libraries: [go]}}\n"), "spec.observability.tlsCapture.libraries", W, "go is not observed"},
       {"tls_needs_enabled", with("  observability: {tlsCapture: {libraries: [openssl]}}\n"), "spec.observability.tlsCapture.enabled", E, "required key is missing"},
       {"command_log_cloudwatch_local_warn", with("  observability: {commandLog: {destination: cloudwatch}}\n"), "spec.observability.commandLog.destination", W, "local substrate records"},
       // notification
