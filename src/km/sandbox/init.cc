@@ -5,6 +5,7 @@
 #include <fnmatch.h>
 #include <grp.h>
 #include <linux/mount.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <pwd.h>
 #include <sched.h>
@@ -171,7 +172,8 @@ class Init {
     return p;
   }
 
-  Status setup(UniqueFd lower) {
+  // `binds`: one mount per spec.file_binds entry, in order (kmd's detached, read-only clones).
+  Status setup(UniqueFd lower, std::vector<UniqueFd> binds = {}) {
     KM_TRY(mnt("", "/", nullptr, MS_REC | MS_PRIVATE));
     if (::sethostname(s_.hostname.c_str(), s_.hostname.size()) != 0) return fail(Error::from_errno("sethostname"));
     KM_TRY(network());
@@ -185,7 +187,33 @@ class Init {
     KM_TRY(users());
     KM_TRY(workspace_and_home());
     KM_TRY(config_files());
+    KM_TRY(file_binds(std::move(binds)));
     KM_TRY(pivot());
+    return ok();
+  }
+
+  // kmd's files over the sandbox's own (private copies of TLS libraries). The target is
+  // resolved inside the new root (its symlinks cannot lead out of it) and must be a file.
+  Status file_binds(std::vector<UniqueFd> binds) {
+    if (binds.size() != s_.file_binds.size()) return fail(ErrorCode::kInvalidArgument, "file binds without their mounts");
+    if (binds.empty()) return ok();
+    UniqueFd root(::open(s_.root_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root) return fail(Error::from_errno("open " + s_.root_dir));
+    for (size_t i = 0; i < binds.size(); ++i) {
+      const FileBind& b = s_.file_binds[i];
+      open_how how{};
+      how.flags = O_PATH | O_CLOEXEC;
+      how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+      UniqueFd target(static_cast<int>(::syscall(SYS_openat2, root.get(), b.target.c_str(), &how, sizeof how)));
+      if (!target) return fail(Error::from_errno("binding " + b.source + " over " + b.target + " in the sandbox"));
+      struct stat st {};
+      if (::fstat(target.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        return fail(ErrorCode::kFailedPrecondition, b.target + " in the sandbox is not a regular file");
+      }
+      if (::syscall(SYS_move_mount, binds[i].get(), "", target.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {
+        return fail(Error::from_errno("binding " + b.source + " over " + b.target + " in the sandbox"));
+      }
+    }
     return ok();
   }
 
@@ -660,7 +688,7 @@ int init_main() {
   if (!msg) return 1;
   auto reply = [](const Json& j) { (void)sys::send_message(kInitSetupFd, j.dump()); };
   Json j = Json::parse(msg->data, nullptr, false);
-  if (!j.is_object() || !j.contains("spec") || msg->fds.size() != 1) {
+  if (!j.is_object() || !j.contains("spec") || msg->fds.empty()) {
     reply(Json{{"error", "malformed setup message"}});
     return 1;
   }
@@ -669,8 +697,14 @@ int init_main() {
     reply(Json{{"error", spec.error().to_string()}});
     return 1;
   }
+  if (msg->fds.size() != 1 + spec->file_binds.size()) {
+    reply(Json{{"error", "malformed setup message (descriptors)"}});
+    return 1;
+  }
+  std::vector<UniqueFd> binds;
+  for (size_t i = 1; i < msg->fds.size(); ++i) binds.push_back(std::move(msg->fds[i]));
   Init init(std::move(*spec));
-  auto s = init.setup(std::move(msg->fds[0]));
+  auto s = init.setup(std::move(msg->fds[0]), std::move(binds));
   if (s) s = init.run_init_commands();
   if (s) s = init.finish();
   if (!s) {

@@ -377,10 +377,28 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
     return abort_child(Error::from_errno("idmapping the lower layer").with_hint("km needs idmapped mounts (Linux 5.12+, ext4/xfs/btrfs)"));
   }
 
+  // Files bound over the sandbox's own (private copies of TLS libraries): detached clones,
+  // read-only, which the sandbox can neither write nor make writable (the flags are locked
+  // once they cross into its user namespace). Executable even when the copy's filesystem is not.
+  std::vector<UniqueFd> binds;
+  std::vector<int> setup_fds = {tree.get()};
+  for (const FileBind& b : spec.file_binds) {
+    UniqueFd f(static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, b.source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
+    if (!f) return abort_child(Error::from_errno("open_tree " + b.source));
+    mount_attr fa{};
+    fa.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    fa.attr_clr = MOUNT_ATTR_NOEXEC;
+    if (::syscall(SYS_mount_setattr, f.get(), "", AT_EMPTY_PATH, &fa, sizeof fa) != 0) {
+      return abort_child(Error::from_errno("making the bind of " + b.source + " read-only"));
+    }
+    setup_fds.push_back(f.get());
+    binds.push_back(std::move(f));
+  }
+
   char go = 1;
   if (::write(pair.first.get(), &go, 1) != 1) return abort_child(Error::from_errno("starting the sandbox init"));
   Json setup{{"spec", Json::parse(to_json(spec))}};
-  if (auto s = sys::send_message(pair.first.get(), setup.dump(), {tree.get()}); !s) {
+  if (auto s = sys::send_message(pair.first.get(), setup.dump(), setup_fds); !s) {
     return abort_child(std::move(s).error().wrap("sending the sandbox spec"));
   }
   auto reply = sys::recv_message_timeout(pair.first.get(), config_.setup_timeout_ms);

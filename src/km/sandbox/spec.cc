@@ -7,6 +7,8 @@ namespace km::sandbox {
 using Json = nlohmann::json;
 
 std::string to_json(const Spec& s) {
+  Json binds = Json::array();
+  for (const FileBind& b : s.file_binds) binds.push_back(Json{{"source", b.source}, {"target", b.target}});
   Json j{{"id", s.id}, {"hostname", s.hostname}, {"user", s.user}, {"uid", s.uid}, {"gid", s.gid},
          {"home", s.home}, {"privileged", s.privileged}, {"root_dir", s.root_dir},
          {"lower_dir", s.lower_dir}, {"upper_dir", s.upper_dir}, {"work_dir", s.work_dir},
@@ -14,7 +16,7 @@ std::string to_json(const Spec& s) {
          {"writable", s.writable}, {"read_only", s.read_only}, {"deny_read", s.deny_read},
          {"protected", s.protected_paths}, {"unprotect", s.unprotect}, {"env", s.env}, {"working_dir", s.working_dir},
          {"shell", s.shell}, {"init_commands", s.init_commands}, {"config_files", s.config_files},
-         {"trusted_ca", s.trusted_ca},
+         {"trusted_ca", s.trusted_ca}, {"file_binds", std::move(binds)},
          {"net", {{"ifname", s.net.ifname}, {"address", s.net.address},
                   {"peer_address", s.net.peer_address}, {"prefix_len", s.net.prefix_len},
                   {"egress", s.net.egress}, {"proxy_port", s.net.proxy_port}, {"enforcement", s.net.enforcement}}}};
@@ -51,6 +53,9 @@ Result<Spec> spec_from_json(const std::string& text) {
     s.init_commands = j.at("init_commands").get<std::vector<std::string>>();
     s.config_files = j.at("config_files").get<std::map<std::string, std::string>>();
     s.trusted_ca = j.value("trusted_ca", std::string());
+    if (j.contains("file_binds")) {
+      for (const Json& b : j.at("file_binds")) s.file_binds.push_back(FileBind{b.at("source"), b.at("target")});
+    }
     const Json& n = j.at("net");
     s.net.ifname = n.at("ifname");
     s.net.address = n.at("address");

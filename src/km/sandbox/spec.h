@@ -29,6 +29,14 @@ struct NetSpec {
 inline constexpr const char* kTrustBundle = "/etc/ssl/certs/ca-certificates.crt";
 inline constexpr const char* kInspectionCaFile = "/etc/ssl/certs/km-sandbox-ca.pem";
 
+// A host file bound read-only over a file of the sandbox's tree (kmd's private copy of a TLS
+// library, so that only sandboxes map the copy its probes are on: docs/tls-capture.md). kmd
+// opens `source` and passes the mount with the setup message; the init mounts it on `target`.
+struct FileBind {
+  std::string source;  // host path
+  std::string target;  // inside path, resolved in the sandbox's root (an existing file)
+};
+
 struct Spec {
   std::string id;
   std::string hostname;
@@ -61,6 +69,7 @@ struct Spec {
   std::map<std::string, std::string> config_files;
   // PEM of the sandbox's inspection CA, added to its trust store (empty: none).
   std::string trusted_ca;
+  std::vector<FileBind> file_binds;
   NetSpec net;
 };
 
