@@ -12,7 +12,10 @@
 //   {"ts":"...Z","sandbox":"sb-1a2b3c4d","kind":"dns","name":"x.test","qtype":1,
 //    "verdict":"deny","rule":"default deny","reason":"...","rcode":"NXDOMAIN"}
 //   {"ts":"...Z","sandbox":"...","kind":"connect","mode":"explicit|transparent","proto":"tls|http|tcp",
-//    "name":"x.test","addr":"203.0.113.10","port":443,"verdict":"allow","rule":"allowedDNSSuffixes: .x.test"}
+//    "name":"x.test","addr":"203.0.113.10","port":443,"sport":40123,"verdict":"allow","rule":"allowedDNSSuffixes: .x.test"}
+//
+// "sport" (connect and inspected http events) is the client's source port: kmd's TLS
+// observation records the same port for the same connection (docs/tls-capture.md).
 //
 // Thread-safety: single-threaded (the enforcer's event loop).
 #pragma once

@@ -194,6 +194,9 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
   void start() {
     ++*live_;
     std::error_code ec;
+    // The client's source port: with the sandbox, it names the connection, and TLS observation
+    // (kmd) records the same port, so a reader can join the two (docs/tls-capture.md).
+    if (auto peer = client_.remote_endpoint(ec); !ec) sport_ = peer.port();
     if (p_.kernel_) {
       auto peer = client_.remote_endpoint(ec);
       if (!ec) {
@@ -1083,6 +1086,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
                      {"port", port.value_or(port_)}};
     if (!name.empty()) f["name"] = name;
     if (addr_.family != 0) f["addr"] = addr_.to_string();
+    if (sport_ != 0) f["sport"] = sport_;
     if (!d.allowed) {
       f["reason"] = d.reason;
       if (!d.hint.empty()) f["hint"] = d.hint;
@@ -1099,6 +1103,7 @@ class EgressProxy::Session : public std::enable_shared_from_this<Session> {
   std::string proto_ = "tcp";
   IpAddress addr_;
   uint16_t port_ = 0;
+  uint16_t sport_ = 0;  // the client's source port
   std::string name_;
   Decision decision_;
   bool connect_tunnel_ = false;

@@ -125,6 +125,7 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
   Session(Inspector& in, asio::ssl::context& server_ctx, tcp::socket client, tcp::socket upstream, std::string prefix,
           std::string host, uint16_t port, std::string addr, std::string mode, std::shared_ptr<size_t> live)
       : in_(in),
+        sport_(source_port(client)),
         client_(PrefixedSocket(std::move(client), std::move(prefix)), server_ctx),
         upstream_(std::move(upstream), *in.upstream_context_),
         timer_(in.io_),
@@ -689,10 +690,18 @@ class Inspector::Session : public std::enable_shared_from_this<Session> {
     if (status) f["status"] = status;
     if (!reason.empty()) f["reason"] = reason;
     if (!repo.empty()) f["repo"] = repo;
+    if (sport_ != 0) f["sport"] = sport_;
     in_.audit_.emit("http", std::move(f));
   }
 
+  static uint16_t source_port(const tcp::socket& s) {
+    std::error_code ec;
+    auto peer = s.remote_endpoint(ec);
+    return ec ? 0 : peer.port();
+  }
+
   Inspector& in_;
+  uint16_t sport_;  // the client's source port (joins TLS observation's records)
   asio::ssl::stream<PrefixedSocket> client_;
   asio::ssl::stream<tcp::socket> upstream_;
   asio::steady_timer timer_;
