@@ -8,13 +8,15 @@
 //
 //   ts       when it happened, RFC 3339 UTC with milliseconds
 //   source   who saw it: kernel (the exec audit), enforcer (DNS filter, proxy, inspector, kernel
-//            gate), kmd (lifecycle, budgets, the trail's own records), shell (km shell sessions)
+//            gate), kmd (lifecycle, budgets, the trail's own records), shell (km shell sessions),
+//            tls (TLS observation: uprobes on the sandbox's copy of OpenSSL/GnuTLS)
 //   type     exec | dns | net | http | session | lifecycle | budget | audit (see kTypes)
 //   detail   the typed fields of that type; detail.kind, when present, names the sub-kind
 //            (net: connect|packet|socket; http: ai for metered AI calls, absent for inspected
-//            requests; session: start|input|output|end; lifecycle and budget: the event, e.g.
+//            requests, tls for a message head seen by TLS observation, tls-conn for its summary
+//            of a connection; session: start|input|output|end; lifecycle and budget: the event, e.g.
 //            created, ttl-warning, budget-warning; audit: dropped|suppressed|truncated|malformed|
-//            recovered|exec-lost)
+//            recovered|exec-lost|tls-lost|tls-unobserved)
 //   seq      1, 2, 3, ... per sandbox
 //   prev     the previous event's hash; for seq 1, genesis(sandbox)
 //   hash     sha256 of the canonical JSON of the event without "hash"

@@ -35,7 +35,8 @@ Json AuditCounters::to_json() const {
               {"suppressed", suppressed},
               {"truncated", truncated},
               {"malformed", malformed},
-              {"exec_lost", exec_lost}};
+              {"exec_lost", exec_lost},
+              {"tls_lost", tls_lost}};
 }
 
 AuditCounters AuditCounters::from_json(const Json& j) {
@@ -49,6 +50,7 @@ AuditCounters AuditCounters::from_json(const Json& j) {
   c.truncated = get("truncated");
   c.malformed = get("malformed");
   c.exec_lost = get("exec_lost");
+  c.tls_lost = get("tls_lost");
   return c;
 }
 
@@ -240,6 +242,7 @@ void AuditTrails::write_group(const std::string& id, std::vector<audit::Event> e
         t->counters.dropped_enforcer += add->dropped_enforcer;
         t->counters.suppressed += add->suppressed;
         t->counters.exec_lost += add->exec_lost;
+        t->counters.tls_lost += add->tls_lost;
       }
     }
     done_cv_.notify_all();
@@ -278,6 +281,10 @@ void AuditTrails::write_group(const std::string& id, std::vector<audit::Event> e
         e.detail["count"].is_number_unsigned()) {
       add.exec_lost += e.detail["count"].get<uint64_t>();
     }
+    if (e.type == "audit" && audit::kind_of(e.type, e.detail) == "tls-lost" && e.detail.contains("count") &&
+        e.detail["count"].is_number_unsigned()) {
+      add.tls_lost += e.detail["count"].get<uint64_t>();
+    }
     rows.push_back(store::AuditIndex::Row{0, e.ts_ms, e.type, audit::kind_of(e.type, e.detail), {}});
   }
   auto appended = t->writer->append(events);
@@ -307,6 +314,7 @@ void AuditTrails::write_group(const std::string& id, std::vector<audit::Event> e
     c.dropped_enforcer += add.dropped_enforcer;
     c.suppressed += add.suppressed;
     c.exec_lost += add.exec_lost;
+    c.tls_lost += add.tls_lost;
     rec.counters = c.to_json().dump();
   }
   if (Status st = index_->add(id, rows, rec); !st) {

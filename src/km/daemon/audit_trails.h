@@ -7,6 +7,7 @@
 //                                directory), read here by one thread for all sandboxes
 //   lifecycle, budgets (kmd)     Service::event() calls record()
 //   km shell sessions (shell)    op_shell calls record() with transcript chunks
+//   TLS observation (tls)        TlsObserver's ring-buffer reader calls record() (tls_observer.h)
 //
 // Nothing that records ever waits on the disk: record() puts the event on a bounded queue that
 // one writer thread empties in batches (one write(2) and one index transaction per sandbox per
@@ -58,6 +59,7 @@ struct AuditCounters {
   uint64_t truncated = 0;         // enforcer lines over the bound, recorded cut
   uint64_t malformed = 0;         // enforcer lines that were not events, skipped
   uint64_t exec_lost = 0;         // commands the kernel could not queue (host-wide) while watched
+  uint64_t tls_lost = 0;          // TLS records the kernel could not queue (host-wide) while observed
   uint64_t dropped() const { return dropped_kmd + dropped_enforcer; }
   nlohmann::json to_json() const;
   static AuditCounters from_json(const nlohmann::json& j);

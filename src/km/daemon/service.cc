@@ -130,10 +130,12 @@ Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shar
       s->exec_audit_error_ = audit.error();
       log.log(log::Level::kError, "the exec audit is not available; sandboxes will be refused", {{"error", audit.error().to_string()}});
     }
-    lc.on_cgroup = [svc = s.get()](const std::string& id, uint64_t cgroup_id, uint32_t uid_base) {
-      return svc->watch_commands(id, cgroup_id, uid_base);
-    };
   }
+  // Before anything runs in a sandbox's cgroup: the exec audit and TLS observation watch it.
+  lc.on_cgroup = [svc = s.get()](const std::string& id, uint64_t cgroup_id, uint32_t uid_base) -> Status {
+    if (svc->config_.exec_audit) KM_TRY(svc->watch_commands(id, cgroup_id, uid_base));
+    return svc->tls_->watch(id, cgroup_id);
+  };
   lc.cgroup_name = config.cgroup_name;
   // Enforcers write their audit lines into a pipe kmd reads into the sandbox's trail.
   lc.enforcer_audit = [svc = s.get()](const std::string& id) -> Result<UniqueFd> {
@@ -148,6 +150,17 @@ Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shar
   ao.live_dir = [layout = s->layout_](const std::string& id) { return sandbox::sandbox_dir(layout, id) + "/audit"; };
   ao.secrets = [svc = s.get()](const std::string& id) { return svc->sandbox_secrets(id); };
   KM_ASSIGN_OR_RETURN(s->trails_, AuditTrails::create(std::move(ao), log));
+  TlsObserverOptions to;
+  to.copies_dir = config.state_dir + "/tls";
+  to.record = [svc = s.get()](const std::string& id, audit::Event e) { svc->trails_->record(id, std::move(e)); };
+  to.sandbox_init = [svc = s.get()](const std::string& id) -> std::optional<pid_t> {
+    auto sb = svc->store_->get(id);
+    if (!sb || !*sb || (*sb)->pid <= 0) return std::nullopt;
+    sandbox::Started st{static_cast<pid_t>((*sb)->pid), static_cast<uint64_t>((*sb)->pid_start)};
+    if (!svc->launcher_->alive(st)) return std::nullopt;  // a stopped sandbox's pid may be another's now
+    return st.pid;
+  };
+  s->tls_ = std::make_unique<TlsObserver>(std::move(to), log);
   if (s->exec_audit_) s->exec_reader_ = std::thread([svc = s.get()] { svc->record_commands(); });
   return s;
 }
@@ -155,6 +168,7 @@ Result<std::unique_ptr<Service>> Service::create(const Config& config, std::shar
 Service::~Service() {
   stopping_ = true;
   if (exec_reader_.joinable()) exec_reader_.join();
+  tls_.reset();     // it records into the trails
   trails_.reset();  // writes what is queued
 }
 
@@ -199,6 +213,8 @@ void Service::record_commands() {
                 {"argv", e.argv}, {"comm", e.comm}, {"cwd", e.cwd}};
     if (e.truncated) detail["truncated"] = true;
     trails_->record(who.id, audit::Event{audit::now_ms(), "kernel", "exec", std::move(detail)});
+    // Programs whose TLS the observation cannot see are reported (classified off this thread).
+    tls_->exec_seen(who.id, e.pid, e.filename, e.cwd);
   };
   while (!stopping_) {
     auto n = exec_audit_->poll(200, deliver);
@@ -360,6 +376,7 @@ Json Service::create_and_start(store::Sandbox s, const std::function<Status(cons
     Error e = started.error();
     // What the failed sandbox did is kept, with the artifacts, before its directory goes.
     (void)launcher_->stop(inserted->id);
+    tls_->unwatch(inserted->id);
     export_trail(inserted->id);
     (void)launcher_->destroy(inserted->id);
     (void)store_->transition(inserted->id, {State::kStarting}, State::kFailed, e.to_string());
@@ -473,7 +490,13 @@ Result<store::Sandbox> Service::do_start(store::Sandbox s) {
     if (m.github_refs) ec.github_refs = *m.github_refs;
     enforcer_config = enforcer::to_json(ec);
   }
-  KM_ASSIGN_OR_RETURN(sandbox::Started st, launcher_->start(spec, lim, a.uid_base, m.image, enforcer_config));
+  KM_TRY(prepare_tls(s, m, spec));
+  auto started = launcher_->start(spec, lim, a.uid_base, m.image, enforcer_config);
+  if (!started) {
+    tls_->unwatch(s.id);
+    return fail(std::move(started).error());
+  }
+  sandbox::Started st = *started;
   KM_TRY(store_->set_process(s.id, st.pid, static_cast<int64_t>(st.start_time)));
   KM_ASSIGN_OR_RETURN(bool moved, store_->transition(s.id, {State::kStarting, State::kStopped}, State::kRunning));
   if (!moved) return fail(ErrorCode::kFailedPrecondition, "sandbox changed state while starting");
@@ -481,6 +504,22 @@ Result<store::Sandbox> Service::do_start(store::Sandbox s) {
   event(s.id, "started", {{"pid", st.pid}});
   KM_ASSIGN_OR_RETURN(auto fresh, store_->get(s.id));
   return *fresh;
+}
+
+Status Service::prepare_tls(const store::Sandbox& s, const profile::Model& m, sandbox::Spec& spec) {
+  if (!m.tls_capture.enabled) return ok();
+  auto why = [](Error e) {
+    return fail(std::move(e).wrap("TLS observation (spec.observability.tlsCapture), which the profile asks for")
+                    .with_hint("fix the cause, or set spec.observability.tlsCapture.enabled: false"));
+  };
+  // The copies are bound over the host's libraries: a sandbox of another image has its own.
+  if (!m.image.empty() && m.image != "host") {
+    return why(Error(ErrorCode::kFailedPrecondition, "it observes the host's libraries, and this sandbox runs image " + m.image));
+  }
+  auto binds = tls_->prepare(s.id, m.tls_capture);
+  if (!binds) return why(std::move(binds).error());
+  spec.file_binds = std::move(*binds);
+  return ok();
 }
 
 Json Service::op_list(const Json& req) {
@@ -533,6 +572,7 @@ Json Service::op_status(const Json& req) {
   d["events"] = evs;
   d["audit"] = trails_->counters(s->id).to_json();
   d["audit"]["head"] = trails_->head(s->id);
+  if (Json t = tls_->status(s->id); !t.is_null()) d["tls"] = std::move(t);
   if (auto ledger = ledger_for(s->id)) {
     if (auto b = budget_of(*ledger, *s)) d["budget"] = std::move(*b);
   }
@@ -735,6 +775,7 @@ Json Service::op_shell(const Json& req, std::vector<UniqueFd>& fds, int conn) {
 
 Status Service::do_stop(const store::Sandbox& s, const std::string& reason) {
   KM_TRY(launcher_->stop(s.id));
+  tls_->unwatch(s.id);  // its processes are gone: what they did is summarised
   trails_->detach_enforcer(s.id);
   unwatch_commands(s.id);
   KM_ASSIGN_OR_RETURN(bool moved, store_->transition(s.id, {State::kRunning, State::kPaused}, State::kStopped, reason));
@@ -778,6 +819,7 @@ Status Service::do_destroy(const store::Sandbox& s, const std::string& reason) {
   collect_artifacts(s);
   archive_ledger(s.id);
   KM_TRY(launcher_->stop(s.id));
+  tls_->unwatch(s.id);  // before the trail is archived
   export_trail(s.id);
   KM_TRY(launcher_->destroy(s.id));
   unwatch_commands(s.id);
@@ -824,6 +866,7 @@ Json Service::op_simple(const std::string& op, const Json& req) {
       auto r = do_start(sb);
       if (!r) {
         (void)launcher_->stop(sb.id);
+        tls_->unwatch(sb.id);
         trails_->detach_enforcer(sb.id);
         return error_reply(r.error().wrap("resuming " + sb.id));
       }
@@ -964,6 +1007,18 @@ Status Service::reconcile() {
           // needs to know whose they are).
           auto v2 = sys::SandboxCgroup::of(launcher_->cgroups(), s.id).v2_path();
           if (auto cgid = bpf::cgroup_id(v2); cgid && exec_audit_) (void)watch_commands(s.id, *cgid, uid_base_of(s.slot));
+          // TLS observation was not pinned: it starts again (the sandbox maps the same copies
+          // unless the host's library changed while kmd was down).
+          if (auto m = stored_model(s); m && m->tls_capture.enabled) {
+            sandbox::Spec ignored;
+            auto cgid = bpf::cgroup_id(v2);
+            Status again = cgid ? prepare_tls(s, *m, ignored) : Status(fail(cgid.error()));
+            if (again) again = tls_->watch(s.id, *cgid);
+            if (!again) {
+              log_.log(log::Level::kError, "cannot observe TLS again after the restart", {{"error", again.error().to_string()}}, s.id);
+              event(s.id, "tls-unavailable", {{"reason", again.error().to_string()}});
+            }
+          }
         }
         live.insert(s.id);
         break;

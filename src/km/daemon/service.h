@@ -30,6 +30,7 @@
 #include "km/daemon/audit_trails.h"
 #include "km/daemon/config.h"
 #include "km/daemon/lifecycle.h"
+#include "km/daemon/tls_observer.h"
 #include "km/meter/price.h"
 #include "km/profile/model.h"
 #include "km/sandbox/launcher.h"
@@ -159,6 +160,12 @@ class Service {
   std::mutex ledgers_mu_;
   std::map<std::string, std::shared_ptr<store::SpendLedger>> ledgers_;
   std::set<std::string> ledger_errors_;  // logged once
+
+  // TLS observation (tls_observer.h): sandboxes whose profile has observability.tlsCapture.
+  // Set up for the sandbox's spec before it starts (the binds of the private library copies);
+  // destroyed before the trails it records into.
+  Status prepare_tls(const store::Sandbox& s, const profile::Model& m, sandbox::Spec& spec);
+  std::unique_ptr<TlsObserver> tls_;
 
   // Last: it goes first, while the store it asks for secrets is still there.
   std::unique_ptr<AuditTrails> trails_;
