@@ -74,6 +74,29 @@ std::string summary(const std::string& type, const std::string& kind, const Json
            std::to_string(num(d, "output_tokens")) + " out, " + format_usd(num(d, "cost_micros")) +
            (d.value("estimated", false) ? " (estimated)" : "") + ", status " + std::to_string(num(d, "status"));
   }
+  if (type == "http" && (kind == "tls" || kind == "tls-conn")) {
+    // TLS observation (source tls): plaintext heads seen in the sandbox's processes.
+    std::string who = " (" + shown(str(d, "comm"), 16) + " pid " + std::to_string(num(d, "pid"));
+    if (d.contains("sport")) who += ", sport " + std::to_string(num(d, "sport"));
+    who += ")";
+    if (kind == "tls-conn") {
+      return "tls connection ended (" + str(d, "end") + "): " + std::to_string(num(d, "sent")) + " bytes sent, " +
+             std::to_string(num(d, "received")) + " received, " + std::to_string(num(d, "requests")) + " requests" +
+             (str(d, "host").empty() ? "" : " to " + shown(str(d, "host"), 60)) + who;
+    }
+    if (str(d, "direction") == "read") {
+      return "tls <- " + (d.contains("status") ? std::to_string(num(d, "status")) : str(d, "protocol")) + " " + str(d, "protocol") + who;
+    }
+    std::string target = str(d, "method").empty() ? str(d, "protocol") : str(d, "method") + " " + shown(str(d, "host") + str(d, "path"), 80);
+    return "tls -> " + target + who;
+  }
+  if (type == "audit" && kind == "tls-unobserved") {
+    std::string stacks;
+    for (const auto& st : d.value("stacks", Json::array())) {
+      if (st.is_object()) stacks += (stacks.empty() ? "" : ", ") + str(st, "stack") + " (" + shown(str(st, "object"), 60) + ")";
+    }
+    return "TLS not observed: " + shown(str(d, "executable"), 80) + " uses " + stacks;
+  }
   if (type == "http") {
     std::string out = str(d, "verdict") + " " + str(d, "method") + " " + shown(str(d, "host") + str(d, "path"), 80);
     if (d.contains("status")) out += " -> " + std::to_string(num(d, "status"));
@@ -101,11 +124,12 @@ std::string summary(const std::string& type, const std::string& kind, const Json
 void report_losses(const Json& c) {
   if (!c.is_object()) return;
   auto n = [&c](const char* k) { return c.contains(k) && c[k].is_number_unsigned() ? c[k].get<uint64_t>() : uint64_t{0}; };
-  if (n("dropped") + n("suppressed") + n("truncated") + n("malformed") + n("exec_lost") == 0) return;
+  if (n("dropped") + n("suppressed") + n("truncated") + n("malformed") + n("exec_lost") + n("tls_lost") == 0) return;
   std::fprintf(stderr,
                "km: audit losses: %" PRIu64 " dropped (%" PRIu64 " in the enforcer, %" PRIu64 " in kmd), %" PRIu64
                " suppressed by the rate limit, %" PRIu64 " truncated, %" PRIu64 " malformed, %" PRIu64 " commands lost host-wide\n",
                n("dropped"), n("dropped_enforcer"), n("dropped_kmd"), n("suppressed"), n("truncated"), n("malformed"), n("exec_lost"));
+  if (n("tls_lost") > 0) std::fprintf(stderr, "km: %" PRIu64 " TLS records lost host-wide\n", n("tls_lost"));
 }
 
 struct LogsOptions {

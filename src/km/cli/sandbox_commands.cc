@@ -312,7 +312,19 @@ int cmd_status(const GlobalOptions& g, const std::string& ref) {
       auto n = [&a](const char* k) { return std::to_string(a.value(k, uint64_t{0})); };
       line("audit", n("events") + " events, " + n("dropped") + " dropped (enforcer " + n("dropped_enforcer") + ", kmd " +
                         n("dropped_kmd") + "), " + n("suppressed") + " suppressed, " + n("truncated") + " truncated, " +
-                        n("malformed") + " malformed" + (a.value("exec_lost", uint64_t{0}) ? ", " + n("exec_lost") + " commands lost host-wide" : ""));
+                        n("malformed") + " malformed" + (a.value("exec_lost", uint64_t{0}) ? ", " + n("exec_lost") + " commands lost host-wide" : "") +
+                        (a.value("tls_lost", uint64_t{0}) ? ", " + n("tls_lost") + " TLS records lost host-wide" : ""));
+    }
+    if (s.contains("tls") && s["tls"].is_object()) {
+      // TLS observation (profile observability.tlsCapture): what is probed, and what it saw.
+      const Json& t = s["tls"];
+      std::string libs;
+      for (const auto& l : t.value("libraries", Json::array())) libs += (libs.empty() ? "" : ", ") + l.get<std::string>();
+      std::string text = "on (" + (libs.empty() ? std::string("no library") : libs) + ")" +
+                         (t.value("payloads", false) ? ", payloads captured" : "") + ", " +
+                         std::to_string(t.value("heads", uint64_t{0})) + " messages seen, " +
+                         std::to_string(t.value("connections", uint64_t{0})) + " connections open";
+      line("tls capture", text);
     }
     std::printf("events:\n");
     for (const auto& e : s["events"]) {
