@@ -66,16 +66,10 @@ class Tls : public ::testing::Test {
     cgroup_ = "km-tls-e2e-" + std::to_string(::getpid());
     std::ofstream(root_ + "/kmd.yaml") << "upstreamDNS: [\"" << world_->resolver() << "\"]\n";
     std::ofstream(root_ + "/tls.yaml") << kProfile;
-    auto pid = world_->spawn_in_kmd_netns({KMD_BIN, "--foreground", "--config", root_ + "/kmd.yaml", "--state-dir",
-                                           root_ + "/state", "--runtime-dir", root_ + "/run", "--group", "",
-                                           "--cgroup-name", cgroup_},
-                                          {}, root_ + "/kmd.log");
-    if (!pid) {
-      setup_error_ = "kmd: " + pid.error().to_string();
+    if (auto started = start_kmd(); !started.empty()) {
+      setup_error_ = started;
       return;
     }
-    kmd_pid_ = *pid;
-    for (int i = 0; i < 500 && km({"list"}).status != 0; ++i) std::this_thread::sleep_for(10ms);
     auto r = km({"create", root_ + "/tls.yaml"});
     if (r.status != 0) {
       setup_error_ = "km create: " + r.err + km::read_file(root_ + "/kmd.log", 1 << 20).value_or("");
@@ -84,6 +78,18 @@ class Tls : public ::testing::Test {
     id_ = r.out.substr(0, r.out.find('\n'));
     // The test CA, so clients can verify the world's certificates.
     km({"exec", id_, "--", "sh", "-c", "cat > /workspace/ca.pem"}, km::read_file(world_->ca_bundle(), 1 << 20).value_or(""));
+  }
+
+  // Starts kmd in the world's kmd namespace; an error message, or "" once it answers.
+  static std::string start_kmd() {
+    auto pid = world_->spawn_in_kmd_netns({KMD_BIN, "--foreground", "--config", root_ + "/kmd.yaml", "--state-dir",
+                                           root_ + "/state", "--runtime-dir", root_ + "/run", "--group", "",
+                                           "--cgroup-name", cgroup_},
+                                          {}, root_ + "/kmd.log");
+    if (!pid) return "kmd: " + pid.error().to_string();
+    kmd_pid_ = *pid;
+    for (int i = 0; i < 500 && km({"list"}).status != 0; ++i) std::this_thread::sleep_for(10ms);
+    return "";
   }
 
   static void TearDownTestSuite() {
@@ -277,6 +283,20 @@ TEST_F(Tls, ProgramsWithStacksKmCannotSeeAreReported) {
   EXPECT_FALSE(d["stacks"][0].value("reason", "").empty());
   auto text = km({"logs", id_, "--type", "audit", "-n", "1000"});
   EXPECT_NE(text.out.find("TLS not observed: /workspace/static_tls uses static-tls"), std::string::npos) << text.out;
+}
+
+TEST_F(Tls, ObservedAgainAfterAKmdRestart) {
+  // The sandbox outlives kmd; the capture (not pinned) is loaded again by the new kmd.
+  ::kill(kmd_pid_, SIGTERM);
+  ASSERT_TRUE(world_->wait_exit(kmd_pid_, 10s));
+  kmd_pid_ = -1;
+  ASSERT_EQ(start_kmd(), "");
+  auto r = sh("curl -sS -m 10 --cacert /workspace/ca.pem -o /dev/null -w '%{http_code}' https://allowed.test/after/restart");
+  ASSERT_EQ(r.status, 0) << dump(r);
+  auto all = wait_logs([](const std::vector<Json>& a) { return request_of(a, "/after/restart").has_value(); });
+  auto req = request_of(all, "/after/restart");
+  ASSERT_TRUE(req) << "not observed after the restart; kmd log:\n" << km::read_file(root_ + "/kmd.log", 1 << 20).value_or("");
+  expect_observed(all, *req, "allowed.test", "curl");
 }
 
 // Last: destroying the only sandbox that observes TLS unloads the capture.

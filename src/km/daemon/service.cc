@@ -1009,7 +1009,10 @@ Status Service::reconcile() {
           if (auto cgid = bpf::cgroup_id(v2); cgid && exec_audit_) (void)watch_commands(s.id, *cgid, uid_base_of(s.slot));
           // TLS observation was not pinned: it starts again (the sandbox maps the same copies
           // unless the host's library changed while kmd was down).
-          if (auto m = stored_model(s); m && m->tls_capture.enabled) {
+          // (The listing has no profile text: the full row has.)
+          auto full = store_->get(s.id);
+          auto m = full && *full ? stored_model(**full) : Result<profile::Model>(fail(ErrorCode::kNotFound, "sandbox vanished"));
+          if (m && m->tls_capture.enabled) {
             sandbox::Spec ignored;
             auto cgid = bpf::cgroup_id(v2);
             Status again = cgid ? prepare_tls(s, *m, ignored) : Status(fail(cgid.error()));
