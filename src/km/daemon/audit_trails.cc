@@ -691,27 +691,29 @@ Result<std::vector<Json>> AuditTrails::query(const std::string& id, const store:
 }
 
 Result<AuditTrails::Verified> AuditTrails::verify(const std::string& id) {
+  // The head is taken first: every event up to it is in the files (the head moves only after
+  // the write). A live sandbox goes on appending while the files are read; what comes after
+  // the head is not judged (the next --verify covers it).
   (void)flush(id);
-  std::string where = dir(id);
+  Verified out;
+  std::string head_hash;
+  std::string where;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    State& t = state_locked(id);
+    out.head = t.head;
+    head_hash = t.head_hash;
+    where = dir_locked(id, &t);
+  }
   audit::ChainVerifier v(id);
   uint32_t file = 0;
   uint64_t line = 0;
   KM_TRY(store::scan_trail(where, [&](const store::TrailFile& f, uint64_t, std::string_view text) {
     if (f.number != file) file = f.number, line = 0;
     ++line;
-    v.feed(text, store::trail_file_name(f.number, f.compressed) + " line " + std::to_string(line));
-    return true;
+    bool more = v.feed(text, store::trail_file_name(f.number, f.compressed) + " line " + std::to_string(line));
+    return more && v.last_seq() != out.head;
   }));
-  // The head after every line read was written (the head only grows).
-  (void)flush(id);
-  Verified out;
-  std::string head_hash;
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    State& t = state_locked(id);
-    out.head = t.head;
-    head_hash = t.head_hash;
-  }
   v.finish(out.head, head_hash);
   out.events = v.events();
   out.problem = v.problem();
