@@ -123,7 +123,8 @@ Result<std::string> normalise_ref_glob(std::string_view pattern) {
 // `*` matches any run of characters other than '/', `**` any run at all. O(|pattern| * |ref|):
 // patterns come from the profile, refs from the sandbox, and neither can make it backtrack.
 bool glob_matches(std::string_view pattern, std::string_view ref) {
-  std::vector<char> reach(ref.size() + 1, 0), next(ref.size() + 1, 0);
+  // std::string, not std::vector<char>: never a null buffer (GCC -O3 -Wnull-dereference).
+  std::string reach(ref.size() + 1, '\0'), next(ref.size() + 1, '\0');
   reach[0] = 1;  // reach[j]: the pattern so far matches ref[0, j)
   size_t i = 0;
   while (i < pattern.size()) {
