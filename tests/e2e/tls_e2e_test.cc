@@ -286,10 +286,23 @@ TEST_F(Tls, ProgramsWithStacksKmCannotSeeAreReported) {
 }
 
 TEST_F(Tls, ObservedAgainAfterAKmdRestart) {
-  // The sandbox outlives kmd; the capture (not pinned) is loaded again by the new kmd.
+  // The sandbox outlives kmd; the capture (not pinned) is loaded again by the new kmd, on the
+  // copy the sandbox maps even when the host's library changed meanwhile. That change is
+  // played here without touching the host: the copy the sandbox maps is renamed while kmd is
+  // down, so the new kmd's copy for the host's library is a new file the sandbox never saw.
   ::kill(kmd_pid_, SIGTERM);
   ASSERT_TRUE(world_->wait_exit(kmd_pid_, 10s));
   kmd_pid_ = -1;
+  std::string dir = root_ + "/state/tls", mapped, moved;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (std::string(e->d_name).rfind("libssl.so.3.", 0) == 0) mapped = dir + "/" + e->d_name;
+    }
+    ::closedir(d);
+  }
+  ASSERT_FALSE(mapped.empty());
+  moved = dir + "/libssl.so.3.before-the-upgrade";
+  ASSERT_EQ(::rename(mapped.c_str(), moved.c_str()), 0);
   ASSERT_EQ(start_kmd(), "");
   auto r = sh("curl -sS -m 10 --cacert /workspace/ca.pem -o /dev/null -w '%{http_code}' https://allowed.test/after/restart");
   ASSERT_EQ(r.status, 0) << dump(r);
@@ -297,6 +310,10 @@ TEST_F(Tls, ObservedAgainAfterAKmdRestart) {
   auto req = request_of(all, "/after/restart");
   ASSERT_TRUE(req) << "not observed after the restart; kmd log:\n" << km::read_file(root_ + "/kmd.log", 1 << 20).value_or("");
   expect_observed(all, *req, "allowed.test", "curl");
+  // The copy the sandbox maps stays; the one made for the "new" library, which no sandbox
+  // maps, was removed at the start.
+  EXPECT_EQ(::access(moved.c_str(), F_OK), 0);
+  EXPECT_NE(::access(mapped.c_str(), F_OK), 0) << mapped << " should have been collected";
 }
 
 // Last: destroying the only sandbox that observes TLS unloads the capture.

@@ -506,7 +506,7 @@ Result<store::Sandbox> Service::do_start(store::Sandbox s) {
   return *fresh;
 }
 
-Status Service::prepare_tls(const store::Sandbox& s, const profile::Model& m, sandbox::Spec& spec) {
+Status Service::prepare_tls(const store::Sandbox& s, const profile::Model& m, sandbox::Spec& spec, std::optional<pid_t> running_init) {
   if (!m.tls_capture.enabled) return ok();
   auto why = [](Error e) {
     return fail(std::move(e).wrap("TLS observation (spec.observability.tlsCapture), which the profile asks for")
@@ -516,7 +516,7 @@ Status Service::prepare_tls(const store::Sandbox& s, const profile::Model& m, sa
   if (!m.image.empty() && m.image != "host") {
     return why(Error(ErrorCode::kFailedPrecondition, "it observes the host's libraries, and this sandbox runs image " + m.image));
   }
-  auto binds = tls_->prepare(s.id, m.tls_capture);
+  auto binds = tls_->prepare(s.id, m.tls_capture, running_init);
   if (!binds) return why(std::move(binds).error());
   spec.file_binds = std::move(*binds);
   return ok();
@@ -820,6 +820,7 @@ Status Service::do_destroy(const store::Sandbox& s, const std::string& reason) {
   archive_ledger(s.id);
   KM_TRY(launcher_->stop(s.id));
   tls_->unwatch(s.id);  // before the trail is archived
+  tls_->collect_copies();
   export_trail(s.id);
   KM_TRY(launcher_->destroy(s.id));
   unwatch_commands(s.id);
@@ -1015,7 +1016,7 @@ Status Service::reconcile() {
           if (m && m->tls_capture.enabled) {
             sandbox::Spec ignored;
             auto cgid = bpf::cgroup_id(v2);
-            Status again = cgid ? prepare_tls(s, *m, ignored) : Status(fail(cgid.error()));
+            Status again = cgid ? prepare_tls(s, *m, ignored, static_cast<pid_t>(s.pid)) : Status(fail(cgid.error()));
             if (again) again = tls_->watch(s.id, *cgid);
             if (!again) {
               log_.log(log::Level::kError, "cannot observe TLS again after the restart", {{"error", again.error().to_string()}}, s.id);
@@ -1041,8 +1042,9 @@ Status Service::reconcile() {
   for (const auto& id : list_dir(config_.runtime_dir + "/sandboxes")) seen.insert(id);
   for (const auto& id : list_dir(config_.state_dir + "/sandboxes")) seen.insert(id);
   // Per-sandbox pins of kernel enforcement (the exec audit's pins are files named exec_*).
+  // (The kernel's own maps.debug and progs.debug are not sandboxes: IDs have no dots.)
   for (const auto& id : list_dir(config_.runtime_dir + "/bpf")) {
-    if (id.rfind("exec_", 0) != 0) seen.insert(id);
+    if (id.rfind("exec_", 0) != 0 && id.find('.') == std::string::npos) seen.insert(id);
   }
   for (const auto& id : seen) {
     if (live.count(id)) continue;
@@ -1050,6 +1052,8 @@ Status Service::reconcile() {
     (void)launcher_->destroy(id);
     if (auto known = store_->get(id); known && !*known) (void)trails_->forget(id);
   }
+  // Private library copies of TLS observation that no running sandbox maps any more.
+  tls_->collect_copies();
   return ok();
 }
 

@@ -164,7 +164,9 @@ class Service {
   // TLS observation (tls_observer.h): sandboxes whose profile has observability.tlsCapture.
   // Set up for the sandbox's spec before it starts (the binds of the private library copies);
   // destroyed before the trails it records into.
-  Status prepare_tls(const store::Sandbox& s, const profile::Model& m, sandbox::Spec& spec);
+  // running_init: the sandbox runs already (kmd restarted): observe the copies it maps.
+  Status prepare_tls(const store::Sandbox& s, const profile::Model& m, sandbox::Spec& spec,
+                     std::optional<pid_t> running_init = std::nullopt);
   std::unique_ptr<TlsObserver> tls_;
 
   // Last: it goes first, while the store it asks for secrets is still there.

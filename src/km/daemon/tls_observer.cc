@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <filesystem>
 
 #include "km/base/unique_fd.h"
 
@@ -39,6 +40,31 @@ bool contains(const std::vector<bpf::FileId>& ids, const bpf::FileId& id) {
   return std::find(ids.begin(), ids.end(), id) != ids.end();
 }
 
+// `path` as the processes of the sandbox whose init is `init` see it: resolved inside their
+// root (symlinks in the sandbox's tree cannot lead out of it).
+Result<bpf::FileId> file_id_in_root(pid_t init, const std::string& path) {
+  UniqueFd root(::open(("/proc/" + std::to_string(init) + "/root").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return fail(Error::from_errno("opening the sandbox's root"));
+  open_how how{};
+  how.flags = O_PATH | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  UniqueFd f(static_cast<int>(::syscall(SYS_openat2, root.get(), path.c_str(), &how, sizeof how)));
+  if (!f) return fail(Error::from_errno("opening " + path + " in the sandbox"));
+  struct stat st {};
+  if (::fstat(f.get(), &st) != 0) return fail(Error::from_errno("stat " + path + " in the sandbox"));
+  return bpf::FileId{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+}
+
+// The file in `dir` with identity `id` (a copy kmd made earlier), if it is still there.
+std::optional<std::string> copy_with_id(const std::string& dir, const bpf::FileId& id) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    auto f = bpf::file_id(entry.path().string());
+    if (f && *f == id) return entry.path().string();
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 TlsObserver::TlsObserver(TlsObserverOptions o, log::Logger& log) : o_(std::move(o)), log_(log) {}
@@ -59,7 +85,8 @@ bool TlsObserver::observed(const std::string& id) {
   return sandboxes_.count(id) != 0;
 }
 
-Result<std::vector<sandbox::FileBind>> TlsObserver::prepare(const std::string& id, const profile::Model::TlsCapture& settings) {
+Result<std::vector<sandbox::FileBind>> TlsObserver::prepare(const std::string& id, const profile::Model::TlsCapture& settings,
+                                                            std::optional<pid_t> running_init) {
   std::lock_guard<std::mutex> life(life_mu_);
   KM_ASSIGN_OR_RETURN(bpf::TlsTargets targets, bpf::tls_targets_for_profile(settings.libraries));
   std::vector<sandbox::FileBind> binds;
@@ -71,6 +98,21 @@ Result<std::vector<sandbox::FileBind>> TlsObserver::prepare(const std::string& i
     auto copy = bpf::private_library_copy(original, o_.copies_dir);
     if (!copy) return fail(std::move(copy).error().wrap("making the sandbox's private copy of " + original));
     KM_ASSIGN_OR_RETURN(bpf::FileId copy_id, bpf::file_id(*copy));
+    if (running_init) {
+      // The sandbox maps the copy it was started with, which is this one unless the host's
+      // library changed while kmd was down.
+      auto mapped = file_id_in_root(*running_init, object);
+      if (!mapped) return fail(std::move(mapped).error().wrap("finding the copy of " + original + " the sandbox maps"));
+      if (!(*mapped == copy_id)) {
+        auto earlier = copy_with_id(o_.copies_dir, *mapped);
+        if (!earlier) {
+          return fail(ErrorCode::kFailedPrecondition,
+                      "the sandbox maps a copy of " + original + " that is no longer in " + o_.copies_dir);
+        }
+        copy = std::move(*earlier);
+        copy_id = *mapped;
+      }
+    }
     binds.push_back(sandbox::FileBind{*copy, original});
     copies.push_back(*copy);
     libraries.push_back(original);
@@ -104,8 +146,38 @@ Result<std::vector<sandbox::FileBind>> TlsObserver::prepare(const std::string& i
   s.payloads = settings.capture_payloads;
   s.libraries = libraries;
   s.observed_ids = ids;
+  s.copy_ids.clear();
+  for (const std::string& c : copies) {
+    if (auto cid = bpf::file_id(c)) s.copy_ids.push_back(*cid);
+  }
   s.unsupported = targets.unsupported;
   return binds;
+}
+
+void TlsObserver::collect_copies() {
+  std::vector<bpf::FileId> used;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    for (const auto& [id, s] : sandboxes_) used.insert(used.end(), s.copy_ids.begin(), s.copy_ids.end());
+  }
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(o_.copies_dir, ec)) {
+    if (!entry.is_regular_file(ec)) continue;
+    auto f = bpf::file_id(entry.path().string());
+    if (!f || contains(used, *f)) continue;
+    // Unused now; a copy made for a sandbox being created meanwhile is made again by its
+    // prepare() (private_library_copy makes what is missing), under life_mu_ like this.
+    std::lock_guard<std::mutex> life(life_mu_);
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      bool now_used = false;
+      for (const auto& [id, s] : sandboxes_) now_used = now_used || contains(s.copy_ids, *f);
+      if (now_used) continue;
+    }
+    if (::unlink(entry.path().c_str()) == 0) {
+      log_.log(log::Level::kInfo, "removed a private library copy no sandbox maps", {{"path", entry.path().string()}});
+    }
+  }
 }
 
 Status TlsObserver::watch(const std::string& id, uint64_t cgroup_id) {

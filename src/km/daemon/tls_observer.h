@@ -74,8 +74,17 @@ class TlsObserver {
   TlsObserver& operator=(const TlsObserver&) = delete;
 
   // Sets the sandbox up for observation as `settings` ask and returns the binds its spec needs.
-  // Idempotent for a sandbox already prepared (a restart after stop).
-  Result<std::vector<sandbox::FileBind>> prepare(const std::string& id, const profile::Model::TlsCapture& settings);
+  // Idempotent for a sandbox already prepared (a restart after stop). `running_init`: the sandbox
+  // already runs (kmd restarted) with the copies it was given then; they are found in
+  // `copies_dir` by the file the sandbox maps and attached, even when the host's library has
+  // changed since (a new copy would not be what its processes map). Fails when the sandbox maps
+  // a file kmd no longer has.
+  Result<std::vector<sandbox::FileBind>> prepare(const std::string& id, const profile::Model::TlsCapture& settings,
+                                                 std::optional<pid_t> running_init = std::nullopt);
+  // Removes the copies in `copies_dir` that no observed sandbox maps (kmd calls it once the
+  // running sandboxes are observed again after a start, and when a sandbox stops being
+  // observed). Copies still mapped by a process survive their name: only the names go.
+  void collect_copies();
   // Starts recording the processes of the sandbox's v2 cgroup (no-op for a sandbox not prepared).
   Status watch(const std::string& id, uint64_t cgroup_id);
   // Stops observing the sandbox (no-op if it is not observed).
@@ -97,6 +106,7 @@ class TlsObserver {
     std::optional<uint64_t> cgroup;
     std::vector<std::string> libraries;        // host paths of the libraries bound
     std::vector<bpf::FileId> observed_ids;     // the originals and their copies
+    std::vector<bpf::FileId> copy_ids;         // the copies the sandbox maps
     std::vector<std::pair<std::string, std::string>> unsupported;  // stacks the profile named
     TlsConnections conns;
     std::set<std::pair<uint64_t, uint64_t>> checked;  // executables classified
