@@ -193,14 +193,21 @@ def pct(xs, p):
 
 
 def rss_kib(pid):
+    """VmRSS, PSS and USS (private pages: what this process alone costs) in KiB."""
+    out = {"rss": 0, "pss": 0, "uss": 0}
     try:
-        with open("/proc/%d/status" % pid) as f:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                k, _, v = line.partition(":")
+                if k == "Rss":
+                    out["rss"] = int(v.split()[0])
+                elif k == "Pss":
+                    out["pss"] = int(v.split()[0])
+                elif k in ("Private_Clean", "Private_Dirty"):
+                    out["uss"] += int(v.split()[0])
     except OSError:
-        return 0
-    return 0
+        pass
+    return out
 
 
 def cpu_seconds(pid):
@@ -678,10 +685,14 @@ def report(b, thr, lat, dns, loops, rss):
         else:
             print("%-24s failed: %s" % (label, err))
 
-    print("\n== 4. enforcer RSS (VmRSS) ==")
-    print("busy sandbox, before the runs   %6d KiB" % rss["before"])
-    print("busy sandbox, after all of them %6d KiB   (goal: < 10 MiB)" % rss["after"])
-    print("idle sandbox                    %6d KiB" % rss["idle"])
+    print("\n== 4. enforcer memory, KiB (VmRSS counts shared libraries whole; PSS shares them out;")
+    print("   USS is what the enforcer alone holds: a sandbox's own cost once the libraries are mapped) ==")
+    print("%-32s %8s %8s %8s" % ("", "VmRSS", "PSS", "USS"))
+    for label, key in (("busy sandbox, before the runs", "before"), ("busy sandbox, after all of them", "after"),
+                       ("idle sandbox", "idle")):
+        m = rss[key]
+        print("%-32s %8d %8d %8d" % (label, m["rss"], m["pss"], m["uss"]))
+    print("per sandbox (USS of the busy enforcer after the runs): %.1f MiB   (goal: < 10 MiB)" % (rss["after"]["uss"] / 1024.0))
 
 
 def tool_version(argv, pattern):
