@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -86,11 +87,12 @@ EgressPrograms::~EgressPrograms() {
   if (skel_) egress__destroy(skel_);
 }
 
-Status EgressPrograms::attach(int cgroup_fd) {
+Status EgressPrograms::attach(int cgroup_fd, const std::vector<std::string>& only) {
   bpf_program* progs[] = {skel_->progs.km_connect4, skel_->progs.km_connect6, skel_->progs.km_sendmsg4,
                           skel_->progs.km_sendmsg6, skel_->progs.km_sock_create, skel_->progs.km_sockops,
                           skel_->progs.km_skb_egress};
   for (bpf_program* prog : progs) {
+    if (!only.empty() && std::find(only.begin(), only.end(), bpf_program__name(prog)) == only.end()) continue;
     bpf_link* l = bpf_program__attach_cgroup(prog, cgroup_fd);
     if (!l) return fail(bpf_failure(std::string("attaching ") + bpf_program__name(prog), errno));
     links_.push_back(l);

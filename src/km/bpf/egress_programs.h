@@ -72,7 +72,9 @@ class EgressPrograms {
   EgressPrograms& operator=(const EgressPrograms&) = delete;
 
   // Attaches every program to the cgroup (v2 directory fd) with BPF links.
-  Status attach(int cgroup_fd);
+  // `only`: the programs to attach by name (km_connect4, km_sockops, km_skb_egress, ...), for
+  // measuring each one's cost; empty: all of them (enforcement always attaches all).
+  Status attach(int cgroup_fd, const std::vector<std::string>& only = {});
   // Pins the links and maps in `dir` (on a bpffs): the programs stay attached and the maps
   // open for the enforcer when this object and kmd are gone.
   Status pin(const std::string& dir);
