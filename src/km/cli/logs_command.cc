@@ -24,6 +24,26 @@ int64_t num(const Json& j, const char* k, int64_t def = 0) {
   return j.is_object() && j.contains(k) && j[k].is_number_integer() ? j[k].get<int64_t>() : def;
 }
 
+// A DNS query type by its mnemonic (RFC 1035, 3596, 2782, 6672, 7477 ...), else TYPEnnn (RFC 3597).
+std::string qtype_name(int64_t t) {
+  switch (t) {
+    case 1: return "A";
+    case 2: return "NS";
+    case 5: return "CNAME";
+    case 6: return "SOA";
+    case 12: return "PTR";
+    case 15: return "MX";
+    case 16: return "TXT";
+    case 28: return "AAAA";
+    case 33: return "SRV";
+    case 39: return "DNAME";
+    case 64: return "SVCB";
+    case 65: return "HTTPS";
+    case 255: return "ANY";
+    default: return "TYPE" + std::to_string(t);
+  }
+}
+
 // One line on a terminal: control characters escaped, cut to `max` bytes.
 std::string shown(std::string_view s, size_t max = 120) {
   std::string out;
@@ -58,7 +78,7 @@ std::string summary(const std::string& type, const std::string& kind, const Json
            std::to_string(num(d, "uid", -1)) + ", " + shown(str(d, "cwd"), 40) + ")";
   }
   if (type == "dns") {
-    std::string out = str(d, "verdict") + " " + shown(str(d, "name"), 80) + " type " + std::to_string(num(d, "qtype")) + " -> " + str(d, "rcode");
+    std::string out = str(d, "verdict") + " " + shown(str(d, "name"), 80) + " " + qtype_name(num(d, "qtype")) + " -> " + str(d, "rcode");
     if (d.contains("addresses") && d["addresses"].is_array() && !d["addresses"].empty()) out += " " + shown(d["addresses"].dump(), 60);
     return out + " (" + shown(why(d), 80) + ")";
   }

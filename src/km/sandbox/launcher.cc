@@ -313,6 +313,9 @@ Result<Started> Launcher::start(const Spec& spec, const sys::CgroupLimits& limit
     static char arg0[] = "km-sandbox-init";
     char* argv[] = {arg0, nullptr};
     char* envp[] = {nullptr};
+    // kmd's working directory is no business of the sandbox's (nor of its exec audit).
+    static char root[] = "/";
+    (void)::syscall(SYS_chdir, root);
     ::syscall(SYS_execveat, exe_fd, "", argv, envp, AT_EMPTY_PATH);
     ::syscall(SYS_exit_group, 122);
   }
