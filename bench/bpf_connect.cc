@@ -129,6 +129,14 @@ int main(int argc, char** argv) {
                              {"connect4 only", base + "-c4", {"km_connect4"}, {}},
                              {"connect4 + sockops", base + "-c4so", {"km_connect4", "km_sockops"}, {}}};
   for (const Part& part : parts) ::mkdir(part.dir.c_str(), 0755);
+  // The cgroups go whichever way this ends (a load the verifier refuses returns early).
+  struct Cleanup {
+    std::vector<std::string> dirs;
+    ~Cleanup() {
+      for (const auto& d : dirs) ::rmdir(d.c_str());
+    }
+  } cleanup{{plain, gated}};
+  for (const Part& part : parts) cleanup.dirs.push_back(part.dir);
 
   // A listener that accepts everything (outside both cgroups).
   int srv = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -139,13 +147,6 @@ int main(int argc, char** argv) {
   sa.sin_port = htons(9000);
   inet_pton(AF_INET, "127.0.0.2", &sa.sin_addr);
   if (::bind(srv, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(srv, 4096) != 0) return 1;
-  std::atomic<bool> stop{false};
-  std::thread acceptor([&] {
-    while (!stop) {
-      int c = ::accept4(srv, nullptr, nullptr, SOCK_CLOEXEC);
-      if (c >= 0) ::close(c);
-    }
-  });
 
   km::bpf::EgressSettings s;
   s.dns_addr = {127, 0, 0, 53};
@@ -176,6 +177,14 @@ int main(int argc, char** argv) {
     (void)(*progs)->allow(x);
   }
 
+  // Started once nothing can return early (a joinable thread must not be left behind).
+  std::atomic<bool> stop{false};
+  std::thread acceptor([&] {
+    while (!stop) {
+      int c = ::accept4(srv, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c >= 0) ::close(c);
+    }
+  });
   std::printf("== connect() to an allowed address, %d per path, interleaved rounds ==\n", n);
   std::vector<double> t_plain, t_gated;
   for (int round = 0; round < 4; ++round) {
@@ -235,8 +244,5 @@ int main(int argc, char** argv) {
   acceptor.join();
   progs->reset();
   ::close(cg);
-  ::rmdir(plain.c_str());
-  ::rmdir(gated.c_str());
-  for (const Part& part : parts) ::rmdir(part.dir.c_str());
   return 0;
 }

@@ -221,7 +221,10 @@ struct TlsStackReport {
 // (DT_NEEDED, transitively, resolved like the dynamic linker: RUNPATH/RPATH, ld.so.cache, the
 // default directories). Reads bounded amounts of untrusted files, never maps them. Libraries a
 // program loads with dlopen (Python's _ssl module) are not found this way; use the process form.
-Result<TlsStackReport> inspect_executable_tls(const std::string& path);
+// root_fd >= 0: the program runs in that tree (a sandbox's root, opened O_PATH): its libraries,
+// search paths, $ORIGIN (from path_in_root, where the program is in that tree) and ld.so.cache
+// are looked up there, resolved in it (RESOLVE_IN_ROOT), and only regular files are opened.
+Result<TlsStackReport> inspect_executable_tls(const std::string& path, int root_fd = -1, const std::string& path_in_root = "");
 // From a running process: the objects it maps now (/proc/<pid>/maps) and its executable.
 Result<TlsStackReport> inspect_process_tls(pid_t pid);
 

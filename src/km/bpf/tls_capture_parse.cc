@@ -7,9 +7,11 @@
 #include <arpa/inet.h>
 #include <elf.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <linux/types.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -555,6 +557,33 @@ Result<OpenedFile> open_regular(const std::string& path) {
   return f;
 }
 
+// `path` resolved inside the tree whose root is `root_fd` (symlinks and ".." cannot lead out,
+// magic links are refused), opened only when it is a regular file: what is not one is never
+// opened for reading (a device node's open can have effects). root_fd < 0: the host's tree.
+Result<OpenedFile> open_regular_in(int root_fd, const std::string& path) {
+  if (root_fd < 0) return open_regular(path);
+  open_how how{};
+  how.flags = O_PATH | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  UniqueFd at(static_cast<int>(::syscall(SYS_openat2, root_fd, path.c_str(), &how, sizeof how)));
+  if (!at) return fail(Error::from_errno("open " + path + " in the sandbox's root"));
+  struct stat st {};
+  if (::fstat(at.get(), &st) != 0) return fail(Error::from_errno("stat " + path));
+  if (!S_ISREG(st.st_mode)) return fail(ErrorCode::kInvalidArgument, path + ": not a regular file");
+  UniqueFd rd(::open(("/proc/self/fd/" + std::to_string(at.get())).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!rd) return fail(Error::from_errno("open " + path));
+  OpenedFile f;
+  f.fd = std::move(rd);
+  f.id = FileId{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+  f.size = static_cast<uint64_t>(st.st_size);
+  return f;
+}
+
+bool readable_in(int root_fd, const std::string& path) {
+  if (root_fd < 0) return ::access(path.c_str(), R_OK) == 0;
+  return static_cast<bool>(open_regular_in(root_fd, path));
+}
+
 }  // namespace
 
 Result<std::set<std::string>> elf_defined_functions(const std::string& path) {
@@ -680,15 +709,27 @@ std::string expand_origin(std::string dir, const std::string& object) {
 
 }  // namespace
 
-Result<TlsStackReport> inspect_executable_tls(const std::string& path) {
+Result<TlsStackReport> inspect_executable_tls(const std::string& path, int root_fd, const std::string& path_in_root) {
   KM_ASSIGN_OR_RETURN(OpenedFile exe, open_regular(path));
   ElfTlsFacts facts = facts_of(FileSource(exe.fd.get(), exe.size), true);
   if (!facts.elf) return fail(ErrorCode::kInvalidArgument, path + ": not a 64-bit little-endian ELF file");
   TlsStackReport r;
   add_executable_findings(path, exe.id, facts, &r);
   // The libraries it needs, transitively, found the way the dynamic linker finds them
-  // (LD_LIBRARY_PATH aside: the environment of a future process is not known here).
-  std::string cache = read_file("/etc/ld.so.cache", 64u << 20).value_or(std::string());
+  // (LD_LIBRARY_PATH aside: the environment of a future process is not known here), in the
+  // tree the program runs in: every name, search directory and $ORIGIN is resolved in
+  // root_fd's tree, never in the caller's (a sandbox's program names what it likes).
+  std::string cache;
+  if (auto c = open_regular_in(root_fd, "/etc/ld.so.cache"); c && c->size <= (64u << 20)) {
+    cache.resize(c->size);
+    size_t got = 0;
+    while (got < cache.size()) {
+      ssize_t n = ::pread(c->fd.get(), cache.data() + got, cache.size() - got, static_cast<off_t>(got));
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    cache.resize(got);
+  }
   std::set<std::string> seen;
   std::deque<std::pair<std::string, std::vector<std::string>>> todo;  // (name, search dirs)
   auto enqueue = [&](const ElfTlsFacts& f, const std::string& object) {
@@ -696,7 +737,7 @@ Result<TlsStackReport> inspect_executable_tls(const std::string& path) {
     for (const auto& d : f.runpath) dirs.push_back(expand_origin(d, object));
     for (const auto& n : f.needed) todo.emplace_back(n, dirs);
   };
-  enqueue(facts, path);
+  enqueue(facts, root_fd >= 0 && !path_in_root.empty() ? path_in_root : path);
   while (!todo.empty() && seen.size() < 512) {
     auto [name, dirs] = std::move(todo.front());
     todo.pop_front();
@@ -706,7 +747,7 @@ Result<TlsStackReport> inspect_executable_tls(const std::string& path) {
       found = name;
     } else {
       for (const auto& d : dirs) {
-        if (::access((d + "/" + name).c_str(), R_OK) == 0) {
+        if (readable_in(root_fd, d + "/" + name)) {
           found = d + "/" + name;
           break;
         }
@@ -714,10 +755,18 @@ Result<TlsStackReport> inspect_executable_tls(const std::string& path) {
       if (found.empty()) {
         if (auto c = ld_cache_lookup(cache, name)) found = *c;
       }
-      if (found.empty()) found = in_default_dirs(name).value_or("");
+      if (found.empty()) {
+        for (const char* dir :
+             {"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"}) {
+          if (readable_in(root_fd, std::string(dir) + "/" + name)) {
+            found = std::string(dir) + "/" + name;
+            break;
+          }
+        }
+      }
     }
     if (found.empty()) continue;  // the loader would fail too; not a TLS question
-    auto lib = open_regular(found);
+    auto lib = open_regular_in(root_fd, found);
     if (!lib) continue;
     ElfTlsFacts lf = facts_of(FileSource(lib->fd.get(), lib->size), false);
     add_library_findings(found, lib->id, lf, &r);

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <elf.h>
+#include <fcntl.h>
 #include <linux/types.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -421,6 +422,36 @@ TEST(ElfFacts, NotElfOrBroken) {
   eh.e_shoff = 1ull << 40;
   std::memcpy(bad_sym.data(), &eh, sizeof eh);
   EXPECT_FALSE(elf_tls_facts_of_image(bad_sym).elf);
+}
+
+TEST(ElfFacts, ASandboxsLibrariesAreResolvedInItsRootNeverTheHosts) {
+  char tmpl[] = "/tmp/km-elf-root-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string root = tmpl;
+  ASSERT_EQ(std::system(("mkdir -p '" + root + "/usr/bin' '" + root + "/opt/tls'").c_str()), 0);
+  {
+    // Needs a library by absolute path, and a FIFO posing as one.
+    std::ofstream out(root + "/usr/bin/prog", std::ios::binary);
+    out << elf_with({}, {"/opt/tls/libbundle.so", "/opt/tls/pipe.so"}, "");
+  }
+  {
+    std::ofstream out(root + "/opt/tls/libbundle.so", std::ios::binary);
+    out << elf_with({{"SSL_read", true}, {"SSL_write", true}}, {}, "");
+  }
+  ASSERT_EQ(::mkfifo((root + "/opt/tls/pipe.so").c_str(), 0600), 0);
+  int root_fd = ::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(root_fd, 0);
+  auto r = inspect_executable_tls(root + "/usr/bin/prog", root_fd, "/usr/bin/prog");
+  ASSERT_TRUE(r) << r.error().to_string();
+  ASSERT_EQ(r->findings.size(), 1u);
+  EXPECT_EQ(r->findings[0].object, "/opt/tls/libbundle.so");  // as the sandbox names it
+  EXPECT_EQ(r->findings[0].id, *file_id(root + "/opt/tls/libbundle.so"));
+  // Without the root, the same names are the caller's own files (none here).
+  auto host = inspect_executable_tls(root + "/usr/bin/prog");
+  ASSERT_TRUE(host);
+  EXPECT_TRUE(host->findings.empty());
+  ::close(root_fd);
+  std::system(("rm -rf '" + root + "'").c_str());
 }
 
 TEST(ElfFacts, ExecutableOnDisk) {

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <future>
+#include <set>
 
 #include "km/audit/lines.h"
 #include "km/audit/redact.h"
@@ -24,6 +25,7 @@ namespace {
 constexpr size_t kBatch = 16384;            // events the writer takes at once
 constexpr size_t kReadPerPipe = 1u << 20;   // bytes read from one pipe per round
 constexpr size_t kTruncatedHead = 1024;     // what a cut line keeps in its record
+constexpr size_t kMaxUnindexed = 262144;    // rows kept for a retry when the index refused them
 
 }  // namespace
 
@@ -68,6 +70,7 @@ struct AuditTrails::State {
   uint64_t recorded = 0, written = 0;  // events queued / taken through the writer, for flush()
   uint64_t unreported_drops = 0, unreported_malformed = 0;
   int compressing = 0;
+  std::vector<store::AuditIndex::Row> unindexed;  // writer thread only
 };
 
 struct AuditTrails::Pipe {
@@ -141,8 +144,9 @@ bool AuditTrails::record(const std::string& id, audit::Event e) {
   bool dropped = false;
   {
     std::lock_guard<std::mutex> g(mu_);
-    if (queue_.size() >= options_.queue_limit) {
-      State& t = state_locked(id);
+    State& t = state_locked(id);
+    // One sandbox holds at most half the queue: a flood in one cannot make another lose events.
+    if (queue_.size() >= options_.queue_limit || t.recorded - t.written >= share()) {
       ++t.counters.dropped_kmd;
       ++t.unreported_drops;
       dropped = true;
@@ -317,18 +321,32 @@ void AuditTrails::write_group(const std::string& id, std::vector<audit::Event> e
     c.tls_lost += add.tls_lost;
     rec.counters = c.to_json().dump();
   }
-  if (Status st = index_->add(id, rows, rec); !st) {
-    // The trail has them; the index catches up from the files when the trail is next opened.
-    log_.log(log::Level::kWarn, "indexing audit events failed", {{"error", st.error().to_string()}}, id);
+  // Rows a failed index commit left are indexed first, in the same transaction: the index
+  // never has a gap below its highest seq, which is what catching up from the files relies on.
+  if (!t->unindexed.empty()) {
+    rows.insert(rows.begin(), std::make_move_iterator(t->unindexed.begin()), std::make_move_iterator(t->unindexed.end()));
+    t->unindexed.clear();
   }
-  {
+  bool indexed = true;
+  if (Status st = index_->add(id, rows, rec); !st) {
+    indexed = false;
+    log_.log(log::Level::kWarn, "indexing audit events failed; retried with the next batch", {{"error", st.error().to_string()}}, id);
+    if (rows.size() <= kMaxUnindexed) {
+      t->unindexed = std::move(rows);
+    } else {
+      // Too many to hold: the files have them, and reopening the trail indexes what the index
+      // lacks (everything after its highest seq).
+      t->writer.reset();
+    }
+  }
+  if (indexed) {
     // The head moves only once the events are indexed: whoever sees it can query them.
     std::lock_guard<std::mutex> g(mu_);
     t->head = rec.seq;
     t->head_hash = rec.hash;
     t->dir = rec.dir;
   }
-  for (std::string& path : t->writer->take_rotated()) {
+  for (std::string& path : t->writer ? t->writer->take_rotated() : std::vector<std::string>{}) {
     std::lock_guard<std::mutex> g(mu_);
     ++t->compressing;
     compress_.emplace_back(id, std::move(path));
@@ -346,6 +364,15 @@ Status AuditTrails::open_trail(const std::string& id, State& t) {
   KM_ASSIGN_OR_RETURN(auto writer, store::TrailWriter::open(dir, id, store::TrailWriter::Options{options_.rotate_bytes}));
   // The index may lag the files (a crash between the write and the index commit).
   KM_ASSIGN_OR_RETURN(uint64_t indexed, index_->last_seq(id));
+  if (indexed > writer->chain().last_seq()) {
+    // The index outlived lines the files lost (a host crash: the index's commit reached the
+    // disk, the lines did not, or a torn batch was cut): those rows would name the events
+    // written next at other positions.
+    KM_TRY(index_->drop_after(id, writer->chain().last_seq()));
+    log_.log(log::Level::kWarn, "audit index rows past the trail's end dropped",
+             {{"indexed", indexed}, {"trail", writer->chain().last_seq()}}, id);
+    indexed = writer->chain().last_seq();
+  }
   if (writer->chain().last_seq() > indexed) {
     std::vector<store::AuditIndex::Row> rows;
     KM_TRY(store::scan_trail(dir, [&](const store::TrailFile& f, uint64_t offset, std::string_view line) {
@@ -509,8 +536,17 @@ Result<UniqueFd> AuditTrails::enforcer_writer(const std::string& id, const std::
 }
 
 Status AuditTrails::read_enforcer(const std::string& id, const std::string& fifo) {
-  std::lock_guard<std::mutex> g(pipes_mu_);
-  if (auto it = pipes_.find(id); it != pipes_.end() && !it->second->closing) return ok();
+  std::unique_lock<std::mutex> g(pipes_mu_);
+  if (auto it = pipes_.find(id); it != pipes_.end()) {
+    if (!it->second->closing) return ok();
+    // The previous pipe (the sandbox stopped, now it starts again) is still being drained: the
+    // reader thread holds it, so it is never replaced under the reader; wait until it is gone.
+    uint64_t one = 1;
+    (void)!::write(wake_.get(), &one, sizeof one);
+    if (!pipes_cv_.wait_for(g, std::chrono::seconds(10), [&] { return pipes_.find(id) == pipes_.end(); })) {
+      return fail(ErrorCode::kUnavailable, "the previous audit pipe of " + id + " is still being drained");
+    }
+  }
   struct stat st {};
   if (::lstat(fifo.c_str(), &st) == 0 && (!S_ISFIFO(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 0077) != 0)) {
     // Not the pipe kmd made (only kmd can write in the runtime directory, but be sure).
@@ -587,9 +623,13 @@ void AuditTrails::read_loop() {
     std::vector<pollfd> fds{{wake_.get(), POLLIN, 0}};
     std::vector<Pipe*> polled;
     bool room;
+    std::set<std::string> over;  // sandboxes past 3/4 of their share: their pipes wait
     {
       std::lock_guard<std::mutex> g(mu_);
       room = queue_.size() < options_.queue_limit * 3 / 4;
+      for (const auto& [sid, st] : states_) {
+        if (st->recorded - st->written >= share() * 3 / 4) over.insert(sid);
+      }
     }
     {
       std::unique_lock<std::mutex> g(pipes_mu_);
@@ -602,7 +642,7 @@ void AuditTrails::read_loop() {
           any_closing = true;
           continue;
         }
-        if (room) {
+        if (room && !over.count(p.id)) {
           fds.push_back({p.fd.get(), POLLIN, 0});
           polled.push_back(&p);
         }
@@ -613,7 +653,7 @@ void AuditTrails::read_loop() {
       if (stopping_ && pipes_.empty()) return;
     }
     // A full queue: the pipes wait (and fill; the enforcers count what they cannot write).
-    int rc = ::poll(fds.data(), fds.size(), room ? 500 : 20);
+    int rc = ::poll(fds.data(), fds.size(), room && over.empty() ? 500 : 20);
     if (rc < 0 && errno != EINTR) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (rc > 0 && (fds[0].revents & POLLIN)) {
       uint64_t v;

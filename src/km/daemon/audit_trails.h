@@ -11,7 +11,8 @@
 //
 // Nothing that records ever waits on the disk: record() puts the event on a bounded queue that
 // one writer thread empties in batches (one write(2) and one index transaction per sandbox per
-// batch). When the queue is full the event is dropped and counted (dropped_kmd), and the count
+// batch). When the queue is full, or the sandbox already holds half of it (so that a flood in
+// one sandbox cannot make another lose events), the event is dropped and counted (dropped_kmd), and the count
 // is written into the trail as {"type":"audit","detail":{"kind":"dropped",...}} as soon as the
 // writer catches up. The enforcer's pipe is read only while the queue has room, so a slow disk
 // fills the pipe and the enforcer counts its own drops (it never blocks either; its reports
@@ -27,6 +28,7 @@
 // Thread-safety: every public method may be called from any thread.
 #pragma once
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -135,7 +137,7 @@ class AuditTrails {
   std::string dir(const std::string& id);
 
  private:
-  struct State;
+  struct State;  // (its `unindexed` rows wait for a retry after a failed index commit)
   struct Pipe;
   struct Item {
     std::string id;
@@ -146,6 +148,8 @@ class AuditTrails {
   AuditTrails(AuditTrailsOptions o, log::Logger& log);
   State& state_locked(const std::string& id);
   void push_locked(const std::string& id, audit::Event e);
+  // What one sandbox may hold of the queue (half of it).
+  uint64_t share() const { return std::max<uint64_t>(1, options_.queue_limit / 2); }
   Status run_control(const std::string& id, std::function<Status()> f, int timeout_ms);
   void write_loop();
   void write_group(const std::string& id, std::vector<audit::Event> events, size_t recorded);

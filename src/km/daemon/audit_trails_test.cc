@@ -301,6 +301,49 @@ TEST_F(Trails, TheIndexCatchesUpWithTheFiles) {
   EXPECT_EQ(events.front()["seq"], 1u);
 }
 
+TEST_F(Trails, OneSandboxsFloodCannotMakeAnotherLoseEvents) {
+  auto o = options();
+  o.queue_limit = 100;  // a sandbox may hold 50
+  start(o);
+  int quiet_dropped = 0;
+  for (int i = 0; i < 2000; ++i) {
+    trails_->record("sb-flood", audit::Event{0, "kernel", "exec", Json{{"n", i}}});
+    if (i % 100 == 0 && !trails_->record("sb-quiet", audit::Event{0, "kernel", "exec", Json{{"n", i}}})) ++quiet_dropped;
+  }
+  EXPECT_EQ(quiet_dropped, 0);
+  EXPECT_EQ(trails_->counters("sb-quiet").dropped_kmd, 0u);
+  ASSERT_TRUE(trails_->flush("sb-quiet"));
+  EXPECT_EQ(all("sb-quiet").size(), 20u);
+}
+
+TEST_F(Trails, IndexRowsPastTheEndOfTheFilesAreDroppedAtOpen) {
+  start(options());
+  for (int i = 0; i < 10; ++i) trails_->record("sb-1", audit::Event{0, "kernel", "exec", Json{{"n", i}}});
+  ASSERT_TRUE(wait_head("sb-1", 10));
+  trails_.reset();
+  // The host crashed: the index's commit reached the disk, the last five lines did not.
+  std::string path = root_ + "/sandboxes/sb-1/audit/events-1.jsonl";
+  auto text = km::read_file(path, 1 << 20);
+  ASSERT_TRUE(text);
+  size_t cut = 0;
+  for (int i = 0; i < 5; ++i) cut = text->find('\n', cut) + 1;
+  {
+    std::ofstream f(path, std::ios::trunc);
+    f << text->substr(0, cut);
+  }
+  start(options());
+  trails_->record("sb-1", audit::Event{0, "kernel", "exec", Json{{"n", 100}}});
+  ASSERT_TRUE(trails_->flush("sb-1"));
+  EXPECT_EQ(trails_->head("sb-1"), 6u);
+  auto events = all("sb-1");
+  ASSERT_EQ(events.size(), 6u);
+  EXPECT_EQ(events.back()["seq"], 6u);
+  EXPECT_EQ(events.back()["detail"]["n"], 100);
+  auto v = trails_->verify("sb-1");
+  ASSERT_TRUE(v);
+  EXPECT_FALSE(v->problem) << v->problem->reason;
+}
+
 TEST_F(Trails, ALineTornByACrashIsCutAndTheTrailSaysSo) {
   start(options());
   for (int i = 0; i < 3; ++i) trails_->record("sb-1", audit::Event{0, "kernel", "exec", Json{{"n", i}}});

@@ -126,6 +126,10 @@ Result<std::vector<sandbox::FileBind>> TlsObserver::prepare(const std::string& i
       auto opened = bpf::TlsCapture::open(co);
       if (!opened) return fail(std::move(opened).error().wrap("loading the TLS capture"));
       capture_ = std::move(*opened);
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        reported_lost_ = 0;  // a new capture counts its losses from zero
+      }
       log_.log(log::Level::kInfo, "TLS capture loaded", {{"libraries", copies}});
     } else {
       for (const std::string& c : copies) KM_TRY(capture_->attach(c));  // a no-op when attached
@@ -358,7 +362,8 @@ void TlsObserver::classify(const Exec& e) {
     if (auto c = cache_.find(ident); c != cache_.end()) report = c->second;
   }
   if (!report) {
-    auto r = bpf::inspect_executable_tls("/proc/self/fd/" + std::to_string(exe.get()));
+    // Its libraries as the sandbox's loader finds them: in the sandbox's root, never kmd's.
+    auto r = bpf::inspect_executable_tls("/proc/self/fd/" + std::to_string(exe.get()), root.get(), path);
     if (!r) return;  // not an ELF program (a script's interpreter is exec'd too, and classified)
     report = std::move(*r);
     std::lock_guard<std::mutex> g(mu_);

@@ -180,4 +180,13 @@ Status AuditIndex::forget(const std::string& sandbox) {
   return exec("COMMIT");
 }
 
+Status AuditIndex::drop_after(const std::string& sandbox, uint64_t seq) {
+  std::lock_guard<std::mutex> g(mu_);
+  Stmt a(db_, "DELETE FROM audit_events WHERE sandbox = ? AND seq > ?");
+  a.bind(1, sandbox);
+  a.bind(2, static_cast<int64_t>(seq));
+  if (a.step() != SQLITE_DONE) return fail(db_error(db_, "dropping index rows of " + sandbox));
+  return ok();
+}
+
 }  // namespace km::store

@@ -68,6 +68,9 @@ class AuditIndex {
 
   // Drops a sandbox's rows and record (its trail is gone).
   Status forget(const std::string& sandbox);
+  // Drops the rows after `seq` (the files lost them in a crash the index survived: their
+  // positions name other events now).
+  Status drop_after(const std::string& sandbox, uint64_t seq);
 
  private:
   explicit AuditIndex(sqlite3* db) : db_(db) {}

@@ -114,7 +114,18 @@ std::vector<TrailFile> trail_files(const std::string& dir) {
   return out;
 }
 
-Status scan_trail_file(const TrailFile& file, const TrailLineSink& line) {
+namespace {
+// A plain file listed a moment ago may have been compressed since (the compressor writes the
+// .gz, then unlinks the plain file): its .gz is the same lines at the same offsets.
+TrailFile settled(const TrailFile& f) {
+  if (f.compressed || ::access(f.path.c_str(), F_OK) == 0 || errno != ENOENT) return f;
+  TrailFile gz{f.number, f.path + ".gz", true};
+  return ::access(gz.path.c_str(), F_OK) == 0 ? gz : f;
+}
+}  // namespace
+
+Status scan_trail_file(const TrailFile& listed, const TrailLineSink& line) {
+  TrailFile file = settled(listed);
   KM_ASSIGN_OR_RETURN(FileReader r, FileReader::open(file.path));
   std::string carry;
   std::string buf(kReadChunk, '\0');
@@ -173,7 +184,7 @@ Result<std::vector<std::string>> read_trail_lines(const std::string& dir, const 
   for (auto& [number, wanted] : by_file) {
     auto it = files.find(number);
     if (it == files.end()) return fail(ErrorCode::kFailedPrecondition, dir + ": " + trail_file_name(number, false) + " is missing");
-    const TrailFile& f = it->second;
+    const TrailFile f = settled(it->second);
     std::sort(wanted.begin(), wanted.end(), [&](size_t a, size_t b) { return positions[a].offset < positions[b].offset; });
     if (!f.compressed) {
       UniqueFd fd(::open(f.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
