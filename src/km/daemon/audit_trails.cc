@@ -145,8 +145,13 @@ bool AuditTrails::record(const std::string& id, audit::Event e) {
   {
     std::lock_guard<std::mutex> g(mu_);
     State& t = state_locked(id);
-    // One sandbox holds at most half the queue: a flood in one cannot make another lose events.
-    if (queue_.size() >= options_.queue_limit || t.recorded - t.written >= share()) {
+    // A flood in one sandbox cannot take the whole queue from the others: alone, a sandbox may
+    // hold three quarters of it (a quarter stays for the others' first events); while another
+    // has events waiting, half.
+    uint64_t mine = t.recorded - t.written;
+    bool others = queue_.size() > mine;
+    uint64_t cap = others ? share() : options_.queue_limit - options_.queue_limit / 4;
+    if (queue_.size() >= options_.queue_limit || mine >= cap) {
       ++t.counters.dropped_kmd;
       ++t.unreported_drops;
       dropped = true;
@@ -627,9 +632,12 @@ void AuditTrails::read_loop() {
     {
       std::lock_guard<std::mutex> g(mu_);
       room = queue_.size() < options_.queue_limit * 3 / 4;
+      size_t waiting = 0;
       for (const auto& [sid, st] : states_) {
+        if (st->recorded > st->written) ++waiting;
         if (st->recorded - st->written >= share() * 3 / 4) over.insert(sid);
       }
+      if (waiting <= 1) over.clear();  // alone, a sandbox may use the whole queue
     }
     {
       std::unique_lock<std::mutex> g(pipes_mu_);

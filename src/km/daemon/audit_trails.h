@@ -11,8 +11,9 @@
 //
 // Nothing that records ever waits on the disk: record() puts the event on a bounded queue that
 // one writer thread empties in batches (one write(2) and one index transaction per sandbox per
-// batch). When the queue is full, or the sandbox already holds half of it (so that a flood in
-// one sandbox cannot make another lose events), the event is dropped and counted (dropped_kmd), and the count
+// batch). When the queue is full, or the sandbox already holds three quarters of it (half of it
+// while another has events waiting: a flood in one cannot take the whole queue from the
+// others), the event is dropped and counted (dropped_kmd), and the count
 // is written into the trail as {"type":"audit","detail":{"kind":"dropped",...}} as soon as the
 // writer catches up. The enforcer's pipe is read only while the queue has room, so a slow disk
 // fills the pipe and the enforcer counts its own drops (it never blocks either; its reports
@@ -148,7 +149,7 @@ class AuditTrails {
   AuditTrails(AuditTrailsOptions o, log::Logger& log);
   State& state_locked(const std::string& id);
   void push_locked(const std::string& id, audit::Event e);
-  // What one sandbox may hold of the queue (half of it).
+  // What one sandbox may hold of the queue while others have events waiting (half of it).
   uint64_t share() const { return std::max<uint64_t>(1, options_.queue_limit / 2); }
   Status run_control(const std::string& id, std::function<Status()> f, int timeout_ms);
   void write_loop();
