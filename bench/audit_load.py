@@ -23,6 +23,7 @@ Every loop is bounded in count and time. Timings are for reading, never pass/fai
 unless set-up fails. Everything it starts is removed at the end (`--keep` keeps the temp dir).
 """
 import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time
+import benchutil  # noqa: E402  (bench/benchutil.py, beside this script)
 
 GEN = r"""
 import socket, sys, time
@@ -171,6 +172,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer steps, 2 s each")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
+    benchutil.clean_up_on_signals()
     if os.geteuid() != 0:
         sys.exit("needs root")
     kmd_bin, km_bin = a.build + "/apps/kmd/kmd", a.build + "/apps/km/km"

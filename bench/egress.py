@@ -4,7 +4,8 @@
 
   1. throughput of one large download (median of N), plain HTTP and HTTPS: direct from K;
      inside a sandbox through the enforcer, explicit proxy (curl -x) and transparent
-     (--noproxy '*'); squid and tinyproxy in K as forward/CONNECT proxies (curl -x).
+     (--noproxy '*'); squid and tinyproxy in K as forward/CONNECT proxies (curl -x from C, one
+     veth away, as a sandbox's client is from its enforcer); and direct from C, routed by K.
   2. added latency of small HTTPS requests, each on a new connection (CONNECT, TLS handshake,
      GET /, read the answer): direct from K against the sandbox through the enforcer.
   3. DNS: dnsperf and a sequential query loop (for p99) against the enforcer's DNS filter from
@@ -16,14 +17,17 @@ The world is built here, in network namespaces of its own, from 198.51.100.0/24 
 side) and 203.0.113.0/24 (kmd's link pool) only:
 
   sandbox --veth-- link ns (enforcer sockets) ... enforcer process in K --veth-- W
-                                                  curl, squid, tinyproxy, dnsmasq in K
+  C (the peers' clients) --veth-- K: curl, squid, tinyproxy, dnsmasq   --veth-- W
   W: HTTP/HTTPS server (python, sendfile) on 198.51.100.10, dnsmasq for allowed.test on .53
 
 Timings are for reading, never for pass/fail: the exit status is 0 unless setup fails.
 """
 import argparse, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time
+import benchutil  # noqa: E402  (bench/benchutil.py, beside this script)
 
 WEB, AUTH_DNS, K_ADDR, K_DNS = "198.51.100.10", "198.51.100.53", "198.51.100.1", "198.51.100.2"
+# C: the peers' clients, behind a veth of their own as a sandbox's client is (K-W is 0/25, K-C 128/25).
+KC_ADDR, C_ADDR = "198.51.100.129", "198.51.100.130"
 LINK_POOL = "203.0.113.128/25"
 HOST = "data.allowed.test"
 SQUID_PORT, TINYPROXY_PORT = 3129, 8888
@@ -220,6 +224,16 @@ def cpu_seconds(pid):
         return None
 
 
+def machine_cpu():
+    """(busy, total) CPU seconds of the whole machine so far, every core, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]  # idle + iowait
+    total = sum(v[:8])  # guest time is already counted in user
+    hz = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / hz, total / hz
+
+
 def run(argv, timeout=120, input=None):
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
@@ -242,7 +256,7 @@ class Bench:
     def __init__(self, a):
         self.a = a
         self.pid = os.getpid()
-        self.w, self.k = "kmbw-%d" % self.pid, "kmbk-%d" % self.pid
+        self.w, self.k, self.c = "kmbw-%d" % self.pid, "kmbk-%d" % self.pid, "kmbc-%d" % self.pid
         self.netns = []
         self.children = []  # (name, Popen)
         self.procs = {}
@@ -265,6 +279,10 @@ class Bench:
         # `ip netns exec` gives the command a mount namespace of its own: bind a resolv.conf
         # naming the world's resolver there, so getaddrinfo in K (curl, tinyproxy) uses it.
         return ["ip", "netns", "exec", self.k, "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+                self.root + "/resolv.conf"] + argv
+
+    def in_c(self, argv):
+        return ["ip", "netns", "exec", self.c, "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
                 self.root + "/resolv.conf"] + argv
 
     def spawn(self, name, argv, **kw):
@@ -307,18 +325,27 @@ class Bench:
         with open(self.root + "/resolv.conf", "w") as f:
             f.write("nameserver %s\n" % AUTH_DNS)
 
-        # Two namespaces, one veth pair, addresses from the documentation ranges only.
-        for ns in (self.w, self.k):
+        # Three namespaces, two veth pairs, addresses from the documentation ranges only. C holds
+        # the clients of squid and tinyproxy, one veth away from them as a sandbox's client is
+        # from its enforcer, so every proxy row crosses the same links.
+        for ns in (self.w, self.k, self.c):
             must(["ip", "netns", "add", ns], "netns")
             self.netns.append(ns)
         must(["ip", "link", "add", "kw0", "netns", self.k, "type", "veth", "peer", "name", "wk0", "netns", self.w], "veth")
+        must(["ip", "link", "add", "kc0", "netns", self.k, "type", "veth", "peer", "name", "ck0", "netns", self.c], "veth")
         for addr in (K_ADDR, K_DNS):
-            must(["ip", "-n", self.k, "addr", "add", addr + "/24", "dev", "kw0"], "address")
+            must(["ip", "-n", self.k, "addr", "add", addr + "/25", "dev", "kw0"], "address")
         for addr in (WEB, AUTH_DNS):
-            must(["ip", "-n", self.w, "addr", "add", addr + "/24", "dev", "wk0"], "address")
-        for ns, dev in ((self.k, "kw0"), (self.w, "wk0")):
+            must(["ip", "-n", self.w, "addr", "add", addr + "/25", "dev", "wk0"], "address")
+        must(["ip", "-n", self.k, "addr", "add", KC_ADDR + "/25", "dev", "kc0"], "address")
+        must(["ip", "-n", self.c, "addr", "add", C_ADDR + "/25", "dev", "ck0"], "address")
+        for ns, dev in ((self.k, "kw0"), (self.k, "kc0"), (self.w, "wk0"), (self.c, "ck0")):
             must(["ip", "-n", ns, "link", "set", "lo", "up"], "link")
             must(["ip", "-n", ns, "link", "set", dev, "up"], "link")
+        # "direct (from C)": C reaches W through K, which forwards between its two links.
+        must(["ip", "-n", self.c, "route", "add", "default", "via", KC_ADDR], "route")
+        must(["ip", "-n", self.w, "route", "add", "198.51.100.128/25", "via", K_ADDR], "route")
+        must(["ip", "netns", "exec", self.k, "sysctl", "-qw", "net.ipv4.ip_forward=1"], "forwarding")
 
         # The download and a self-signed certificate.
         size = a.size_mib << 20
@@ -448,8 +475,10 @@ class Bench:
             "direct": self.in_k(curl + [url]),
             "km explicit": km_exec + curl + ["-x", "http://%s:3128" % self.peer, url],
             "km transparent": km_exec + curl + ["--noproxy", "*", url],
-            "squid": self.in_k(curl + ["-x", "http://%s:%d" % (K_ADDR, SQUID_PORT), url]),
-            "tinyproxy": self.in_k(curl + ["-x", "http://%s:%d" % (K_ADDR, TINYPROXY_PORT), url]),
+            "squid": self.in_c(curl + ["-x", "http://%s:%d" % (K_ADDR, SQUID_PORT), url]),
+            "tinyproxy": self.in_c(curl + ["-x", "http://%s:%d" % (K_ADDR, TINYPROXY_PORT), url]),
+            # The same links as the proxy rows (C -> K -> W), routed by K: no relay.
+            "direct (from C)": self.in_c(curl + [url]),
             # Reference: the server with a client next to it in W (no veth), to show it is not
             # what limits the rows above.
             "server alone (W)": self.in_w(curl + ["--resolve", "%s:%d:%s" % (HOST, 80 if scheme == "http" else 443, WEB), url]),
@@ -468,6 +497,7 @@ class Bench:
         paths = {scheme: self.fetch_paths(scheme, "/big") for scheme in ("http", "https")}
         rates = {(sc, l): [] for sc in paths for l in paths[sc]}
         cpu = {key: 0.0 for key in rates}
+        busy = {key: [0.0, 0.0] for key in rates}
         errs = {key: "" for key in rates}
         for _ in range(self.a.reps):
             for scheme, labels in paths.items():
@@ -477,21 +507,27 @@ class Bench:
                         continue
                     pid = self.server_pid(label)
                     c0 = cpu_seconds(pid) if pid else None
+                    m0 = machine_cpu()
                     r = run(argv, timeout=330)
+                    m1 = machine_cpu()
                     c1 = cpu_seconds(pid) if pid else None
                     parts = r.stdout.split()
                     if r.returncode != 0 or len(parts) != 2 or int(float(parts[0])) != self.size:
                         errs[key] = (r.stderr.strip() or r.stdout.strip())[-200:] or "short download"
                         continue
                     rates[key].append(self.size / float(parts[1]) / 1e6)
+                    busy[key][0] += m1[0] - m0[0]
+                    busy[key][1] += m1[1] - m0[1]
                     cpu[key] = cpu[key] + (c1 - c0) if c0 is not None and c1 is not None and cpu[key] is not None else None
         res = {}
         for key in rates:
             if errs[key] or not rates[key]:
-                res[key] = (None, None, errs[key] or "no result")
+                res[key] = (None, None, errs[key] or "no result", None, None)
             else:
                 per_gb = cpu[key] / (len(rates[key]) * self.size / 1e9) if cpu[key] is not None and self.server_pid(key[1]) else None
-                res[key] = (statistics.median(rates[key]), per_gb, "")
+                gb = len(rates[key]) * self.size / 1e9
+                res[key] = (statistics.median(rates[key]), per_gb, "", busy[key][0] / gb,
+                            busy[key][0] / busy[key][1] if busy[key][1] else None)
         return res
 
     # ---- 2. latency ----------------------------------------------------------------------
@@ -505,9 +541,9 @@ class Bench:
                                       "python3", "-c", LATENCY_PY, str(n), str(warm), HOST, "%s:3128" % self.peer, "-"],
             "km transparent (getaddrinfo each)": ["env", "KM_SOCKET=" + self.env["KM_SOCKET"], self.km_bin, "exec", self.sb,
                                                   "--", "python3", "-c", LATENCY_PY, str(n), str(warm), HOST, "-", "-"],
-            "squid (CONNECT)": self.in_k(["python3", "-c", LATENCY_PY, str(n), str(warm), HOST,
+            "squid (CONNECT)": self.in_c(["python3", "-c", LATENCY_PY, str(n), str(warm), HOST,
                                           "%s:%d" % (K_ADDR, SQUID_PORT), "-"]),
-            "tinyproxy (CONNECT)": self.in_k(["python3", "-c", LATENCY_PY, str(n), str(warm), HOST,
+            "tinyproxy (CONNECT)": self.in_c(["python3", "-c", LATENCY_PY, str(n), str(warm), HOST,
                                               "%s:%d" % (K_ADDR, TINYPROXY_PORT), "-"]),
         }
         # Three rounds, each path in turn, so a change in the machine's load falls on all.
@@ -621,22 +657,36 @@ def report(b, thr, lat, dns, loops, rss):
                                                                                   tool_version(["tinyproxy", "-v"], r"tinyproxy (\S+)")))
     print("cores: %d; load average %.2f at the start, %.2f at the end (other work on the machine skews every row)"
           % (os.cpu_count(), b.load[0], os.getloadavg()[0]))
-    print("note: the sandbox path crosses one more veth (sandbox -> its link namespace) than direct, and every client,"
+    print("note: the km and peer proxy rows (and direct from C) cross two veths, direct from K one; every client,"
           " server and proxy here shares those cores")
 
-    print("\n== 1. one %d MiB download, median of %d (interleaved), MB/s = 10^6 B/s; cpu = CPU seconds the relaying"
-          " process spent per GB ==" % (a.size_mib, a.reps))
-    print("%-18s %10s %7s %6s   %10s %7s %6s" % ("path", "http MB/s", "/direct", "cpu", "https MB/s", "/direct", "cpu"))
-    labels = ("direct", "km explicit", "km transparent", "squid", "tinyproxy", "server alone (W)")
+    if thr is not None:
+        report_throughput(a, thr)
+    if lat is not None:
+        report_latency(a, lat)
+    if dns is not None:
+        report_dns(a, dns, loops)
+    if rss["idle"] is not None:
+        report_memory(rss)
+
+
+def report_throughput(a, thr):
+    print("\n== 1. one %d MiB download, median of %d (interleaved), MB/s = 10^6 B/s; relay = CPU seconds the relaying"
+          " process spent per GB; machine = CPU seconds the whole machine spent per GB (every process, the kernel's"
+          " network work included) and busy = the share of all cores in use while the path ran ==" % (a.size_mib, a.reps))
+    print("%-18s %10s %7s %6s %7s %5s   %10s %7s %6s %7s %5s" % ("path", "http MB/s", "/direct", "relay", "machine", "busy",
+                                                               "https MB/s", "/direct", "relay", "machine", "busy"))
+    labels = ("direct", "direct (from C)", "km explicit", "km transparent", "squid", "tinyproxy", "server alone (W)")
     for label in labels:
         cells = []
         for scheme in ("http", "https"):
-            v, per_gb, _ = thr[(scheme, label)]
+            v, per_gb, _, mach, share = thr[(scheme, label)]
             d = thr[(scheme, "direct")][0]
             if v is None:
-                cells.append("%10s %7s %6s" % ("failed", "-", "-"))
+                cells.append("%10s %7s %6s %7s %5s" % ("failed", "-", "-", "-", "-"))
             else:
-                cells.append("%10.0f %7s %6s" % (v, "%.2f" % (v / d) if d else "-", "%.2f" % per_gb if per_gb is not None else "-"))
+                cells.append("%10.0f %7s %6s %7.2f %4.0f%%" % (v, "%.2f" % (v / d) if d else "-",
+                                                             "%.2f" % per_gb if per_gb is not None else "-", mach, share * 100))
         print("%-18s %s   %s" % (label, cells[0], cells[1]))
     for label in labels:
         for scheme in ("http", "https"):
@@ -648,6 +698,9 @@ def report(b, thr, lat, dns, loops, rss):
             print("%-5s km explicit / squid %.2f, / tinyproxy %.2f   (goal: km >= 0.90 of direct and ahead of both)"
                   % (scheme, kmv / sq, kmv / tp))
 
+
+
+def report_latency(a, lat):
     print("\n== 2. small HTTPS requests, each a new connection (TCP, CONNECT, TLS 1.3 handshake, GET /), %d sequential ==" % a.requests)
     print("%-34s %10s %10s %10s" % ("path", "p50 ms", "p99 ms", "max ms"))
     for label, (t, err) in lat.items():
@@ -664,6 +717,9 @@ def report(b, thr, lat, dns, loops, rss):
         print("km added over direct (address known):    p50 %+.3f ms, p99 %+.3f ms   (the enforcer resolves each CONNECT upstream)"
               % ((pct(km, 50) - pct(base2, 50)) * 1e3, (pct(km, 99) - pct(base2, 99)) * 1e3))
 
+
+
+def report_dns(a, dns, loops):
     print("\n== 3. DNS, %d names under allowed.test (A), upstream dnsmasq in W ==" % a.names)
     print("dnsperf -l %d -q 100 (UDP):" % a.dns_seconds)
     print("%-24s %10s %10s %10s %8s %14s" % ("server", "queries/s", "avg ms", "max ms", "lost", "cpu us/query"))
@@ -685,6 +741,9 @@ def report(b, thr, lat, dns, loops, rss):
         else:
             print("%-24s failed: %s" % (label, err))
 
+
+
+def report_memory(rss):
     print("\n== 4. enforcer memory, KiB (VmRSS counts shared libraries whole; PSS shares them out;")
     print("   USS is what the enforcer alone holds: a sandbox's own cost once the libraries are mapped) ==")
     print("%-32s %8s %8s %8s" % ("", "VmRSS", "PSS", "USS"))
@@ -710,10 +769,12 @@ def main():
     ap.add_argument("--dns-seconds", type=int, default=10)
     ap.add_argument("--dns-queries", type=int, default=2000)
     ap.add_argument("--names", type=int, default=1000)
+    ap.add_argument("--sections", default="1234", help="which sections to run, e.g. 1 or 13 (default: all four)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) at the end")
     ap.add_argument("--build", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "release"),
                     help="a release build directory holding apps/km/km and apps/kmd/kmd (default: build/release)")
     a = ap.parse_args()
+    benchutil.clean_up_on_signals()
     if a.quick:
         a.size_mib, a.reps, a.requests, a.dns_seconds, a.dns_queries = 256, 3, 100, 3, 500
     a.size_mib = max(1, min(a.size_mib, 8192))
@@ -733,11 +794,11 @@ def main():
         pid = b.enforcer_pid(b.sb)
         rss = {"before": rss_kib(pid)}
         b.load = os.getloadavg()
-        thr = b.throughput()
-        lat = b.latency()
-        dns, loops = b.dns()
+        thr = b.throughput() if "1" in a.sections else None
+        lat = b.latency() if "2" in a.sections else None
+        dns, loops = b.dns() if "3" in a.sections else (None, None)
         rss["after"] = rss_kib(b.enforcer_pid(b.sb))
-        rss["idle"] = rss_kib(b.enforcer_pid(b.idle))
+        rss["idle"] = rss_kib(b.enforcer_pid(b.idle)) if "4" in a.sections else None
         report(b, thr, lat, dns, loops, rss)
         return 0
     finally:

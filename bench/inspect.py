@@ -36,6 +36,7 @@ sys.path = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree for egress.py's helpers
 
 import argparse, glob, importlib.util, json, re, shutil, signal, statistics, subprocess, tempfile, time  # noqa: E402
+import benchutil  # noqa: E402  (bench/benchutil.py, beside this script)
 
 
 def load_egress():
@@ -775,6 +776,7 @@ def main():
                     help="a release build directory holding apps/km/km, apps/kmd/kmd and bench/meter_parse_bench"
                          " (default: build/release)")
     a = ap.parse_args()
+    benchutil.clean_up_on_signals()
     if a.quick:
         a.requests, a.rounds, a.reps, a.responses = 60, 3, 3, 4
     a.requests, a.rounds = max(1, min(a.requests, 20000)), max(1, min(a.rounds, 50))

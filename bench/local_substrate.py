@@ -10,6 +10,7 @@
 Prints p50/p95 and ratios. Timings are for reading, never for pass/fail.
 """
 import argparse, json, os, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, time
+import benchutil  # noqa: E402  (bench/benchutil.py, beside this script)
 
 def pct(xs, p):
     xs = sorted(xs)
@@ -80,6 +81,7 @@ def main():
     ap.add_argument("--records", type=int, default=10000)
     ap.add_argument("--build", default=os.path.join(os.path.dirname(__file__), "..", "build", "release"))
     a = ap.parse_args()
+    benchutil.clean_up_on_signals()
     if os.geteuid() != 0:
         sys.exit("bench: needs root (kmd creates namespaces and cgroups)")
     km = os.path.abspath(os.path.join(a.build, "apps/km/km"))
