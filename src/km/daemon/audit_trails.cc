@@ -24,6 +24,25 @@ namespace {
 
 constexpr size_t kBatch = 16384;            // events the writer takes at once
 constexpr size_t kReadPerPipe = 1u << 20;   // bytes read from one pipe per round
+
+// About what an event takes in memory while it waits (its strings, and a little per value), for
+// the queue's byte bound. Bounded in depth: below 32 levels a value counts as 64 bytes.
+size_t approx_bytes(const Json& j, int depth = 0) {
+  if (depth >= 32) return 64;
+  if (const auto* str = j.get_ptr<const Json::string_t*>()) return str->size() + 16;
+  size_t n = 32;
+  if (const auto* obj = j.get_ptr<const Json::object_t*>()) {
+    for (const auto& [k, v] : *obj) n += k.size() + 16 + approx_bytes(v, depth + 1);
+    return n;
+  }
+  if (const auto* arr = j.get_ptr<const Json::array_t*>()) {
+    for (const auto& v : *arr) n += approx_bytes(v, depth + 1);
+    return n;
+  }
+  return 16;
+}
+
+size_t approx_bytes(const audit::Event& e) { return 64 + e.source.size() + e.type.size() + approx_bytes(e.detail); }
 constexpr size_t kTruncatedHead = 1024;     // what a cut line keeps in its record
 constexpr size_t kMaxUnindexed = 262144;    // rows kept for a retry when the index refused them
 
@@ -68,6 +87,7 @@ struct AuditTrails::State {
   uint64_t head = 0;
   std::string head_hash;
   uint64_t recorded = 0, written = 0;  // events queued / taken through the writer, for flush()
+  uint64_t queued_bytes = 0;            // about how much of the queue's memory is this sandbox's
   uint64_t unreported_drops = 0, unreported_malformed = 0;
   int compressing = 0;
   std::vector<store::AuditIndex::Row> unindexed;  // writer thread only
@@ -119,44 +139,65 @@ AuditTrails::~AuditTrails() {
   if (compressor_.joinable()) compressor_.join();
 }
 
+// A sandbox's state as the index last recorded it: counters and head (a new kmd goes on
+// counting). Reads the store: called without mu_ wherever it can be.
+std::unique_ptr<AuditTrails::State> AuditTrails::load_state(const std::string& id) {
+  auto s = std::make_unique<State>();
+  if (auto rec = index_->trail(id); rec && *rec) {
+    s->counters = AuditCounters::from_json(Json::parse((*rec)->counters, nullptr, false));
+    s->dir = (*rec)->dir;
+    s->head = (*rec)->seq;
+    s->head_hash = (*rec)->hash;
+  }
+  return s;
+}
+
+void AuditTrails::prepare_state(const std::string& id) {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (states_.count(id)) return;
+  }
+  auto loaded = load_state(id);
+  std::lock_guard<std::mutex> g(mu_);
+  states_.try_emplace(id, std::move(loaded));  // another thread's, if it got there first
+}
+
 AuditTrails::State& AuditTrails::state_locked(const std::string& id) {
   auto& s = states_[id];
-  if (!s) {
-    s = std::make_unique<State>();
-    // Counters and head as the index last recorded them (a new kmd goes on counting).
-    if (auto rec = index_->trail(id); rec && *rec) {
-      s->counters = AuditCounters::from_json(Json::parse((*rec)->counters, nullptr, false));
-      s->dir = (*rec)->dir;
-      s->head = (*rec)->seq;
-      s->head_hash = (*rec)->hash;
-    }
-  }
+  if (!s) s = load_state(id);  // not prepared: the index is read under mu_ (rare)
   return *s;
 }
 
-void AuditTrails::push_locked(const std::string& id, audit::Event e) {
+void AuditTrails::push_locked(const std::string& id, audit::Event e, size_t bytes) {
   if (e.ts_ms == 0) e.ts_ms = audit::now_ms();
-  ++state_locked(id).recorded;
-  queue_.push_back(Item{id, std::move(e), nullptr});
+  State& t = state_locked(id);
+  ++t.recorded;
+  t.queued_bytes += bytes;
+  queued_bytes_ += bytes;
+  queue_.push_back(Item{id, std::move(e), nullptr, bytes});
 }
 
 bool AuditTrails::record(const std::string& id, audit::Event e) {
   bool dropped = false;
+  const size_t bytes = approx_bytes(e);
+  prepare_state(id);
   {
     std::lock_guard<std::mutex> g(mu_);
     State& t = state_locked(id);
     // A flood in one sandbox cannot take the whole queue from the others: alone, a sandbox may
     // hold three quarters of it (a quarter stays for the others' first events); while another
-    // has events waiting, half.
+    // has events waiting, half. The same holds for the queue's bytes.
     uint64_t mine = t.recorded - t.written;
     bool others = queue_.size() > mine;
     uint64_t cap = others ? share() : options_.queue_limit - options_.queue_limit / 4;
-    if (queue_.size() >= options_.queue_limit || mine >= cap) {
+    uint64_t byte_cap = others ? byte_share() : options_.queue_bytes - options_.queue_bytes / 4;
+    if (queue_.size() >= options_.queue_limit || mine >= cap || queued_bytes_ + bytes > options_.queue_bytes ||
+        t.queued_bytes + bytes > byte_cap) {
       ++t.counters.dropped_kmd;
       ++t.unreported_drops;
       dropped = true;
     } else {
-      push_locked(id, std::move(e));
+      push_locked(id, std::move(e), bytes);
     }
   }
   queue_cv_.notify_one();  // an event to write, or a loss to record
@@ -182,7 +223,14 @@ void AuditTrails::write_loop() {
       size_t n = std::min(queue_.size(), kBatch);
       batch.reserve(n);
       for (size_t i = 0; i < n; ++i) {
-        batch.push_back(std::move(queue_.front()));
+        Item& front = queue_.front();
+        if (front.bytes) {
+          queued_bytes_ -= front.bytes;
+          if (auto st = states_.find(front.id); st != states_.end()) {
+            st->second->queued_bytes -= std::min<uint64_t>(st->second->queued_bytes, front.bytes);
+          }
+        }
+        batch.push_back(std::move(front));
         queue_.pop_front();
       }
     }
@@ -611,6 +659,10 @@ void AuditTrails::read_pipe(Pipe& p, bool drain) {
   }
   if (drain) p.lines.finish(on_line);
   if (events.empty() && !truncated && !malformed) return;
+  std::vector<size_t> sizes;
+  sizes.reserve(events.size());
+  for (const auto& e : events) sizes.push_back(approx_bytes(e));
+  prepare_state(p.id);
   {
     // The pipe is read only while the queue has room, so what one read brings is always taken.
     std::lock_guard<std::mutex> g(mu_);
@@ -618,7 +670,7 @@ void AuditTrails::read_pipe(Pipe& p, bool drain) {
     t.counters.truncated += truncated;
     t.counters.malformed += malformed;
     t.unreported_malformed += malformed;
-    for (auto& e : events) push_locked(p.id, std::move(e));
+    for (size_t i = 0; i < events.size(); ++i) push_locked(p.id, std::move(events[i]), sizes[i]);
   }
   queue_cv_.notify_one();
 }
@@ -631,11 +683,11 @@ void AuditTrails::read_loop() {
     std::set<std::string> over;  // sandboxes past 3/4 of their share: their pipes wait
     {
       std::lock_guard<std::mutex> g(mu_);
-      room = queue_.size() < options_.queue_limit * 3 / 4;
+      room = queue_.size() < options_.queue_limit * 3 / 4 && queued_bytes_ < options_.queue_bytes * 3 / 4;
       size_t waiting = 0;
       for (const auto& [sid, st] : states_) {
         if (st->recorded > st->written) ++waiting;
-        if (st->recorded - st->written >= share() * 3 / 4) over.insert(sid);
+        if (st->recorded - st->written >= share() * 3 / 4 || st->queued_bytes >= byte_share() * 3 / 4) over.insert(sid);
       }
       if (waiting <= 1) over.clear();  // alone, a sandbox may use the whole queue
     }

@@ -11,9 +11,10 @@
 //
 // Nothing that records ever waits on the disk: record() puts the event on a bounded queue that
 // one writer thread empties in batches (one write(2) and one index transaction per sandbox per
-// batch). When the queue is full, or the sandbox already holds three quarters of it (half of it
-// while another has events waiting: a flood in one cannot take the whole queue from the
-// others), the event is dropped and counted (dropped_kmd), and the count
+// batch). The queue is bounded in events and in bytes (queue_limit, queue_bytes: memory stays
+// bounded however long the events are). When it is full, or the sandbox already holds three
+// quarters of it (half of it while another has events waiting: a flood in one cannot take the
+// whole queue from the others), the event is dropped and counted (dropped_kmd), and the count
 // is written into the trail as {"type":"audit","detail":{"kind":"dropped",...}} as soon as the
 // writer catches up. The enforcer's pipe is read only while the queue has room, so a slow disk
 // fills the pipe and the enforcer counts its own drops (it never blocks either; its reports
@@ -77,6 +78,7 @@ struct AuditTrailsOptions {
   std::function<std::vector<std::string>(const std::string& id)> secrets;
   uint64_t rotate_bytes = uint64_t{16} << 20;
   size_t queue_limit = 65536;     // events waiting for the writer, all sandboxes together
+  size_t queue_bytes = size_t{64} << 20;  // about how much memory they may take, all together
   size_t max_line = size_t{1} << 20;  // enforcer lines longer than this are cut
   int pipe_bytes = 1 << 20;       // capacity of each enforcer pipe
 };
@@ -144,13 +146,19 @@ class AuditTrails {
     std::string id;
     audit::Event event;
     std::function<void()> control;  // runs on the writer thread, after the events queued before it
+    size_t bytes = 0;               // about what the event takes in memory (0 for control items)
   };
 
   AuditTrails(AuditTrailsOptions o, log::Logger& log);
+  std::unique_ptr<State> load_state(const std::string& id);
+  // Makes the sandbox's state if it has none, reading the index without holding mu_.
+  void prepare_state(const std::string& id);
   State& state_locked(const std::string& id);
-  void push_locked(const std::string& id, audit::Event e);
-  // What one sandbox may hold of the queue while others have events waiting (half of it).
+  void push_locked(const std::string& id, audit::Event e, size_t bytes);
+  // What one sandbox may hold of the queue while others have events waiting (half of it), in
+  // events and in bytes.
   uint64_t share() const { return std::max<uint64_t>(1, options_.queue_limit / 2); }
+  uint64_t byte_share() const { return std::max<uint64_t>(1, options_.queue_bytes / 2); }
   Status run_control(const std::string& id, std::function<Status()> f, int timeout_ms);
   void write_loop();
   void write_group(const std::string& id, std::vector<audit::Event> events, size_t recorded);
@@ -167,6 +175,7 @@ class AuditTrails {
   std::mutex mu_;
   std::condition_variable queue_cv_, done_cv_;
   std::deque<Item> queue_;
+  uint64_t queued_bytes_ = 0;  // the sum of queue_'s Item::bytes
   std::map<std::string, std::unique_ptr<State>> states_;
   bool stopping_ = false;         // the pipe reader stops
   bool writer_stopping_ = false;  // then the writer and the compressor

@@ -189,6 +189,30 @@ TEST_F(Trails, AFullQueueDropsAndCountsAndTheTrailSaysSo) {
   EXPECT_EQ(trails_->counters("sb-1").dropped(), 25u);
 }
 
+TEST_F(Trails, TheQueueIsBoundedInBytesAsWellAsInEvents) {
+  auto o = options();
+  o.queue_bytes = 4096;  // room for many small events, none of 8 KiB
+  start(o);
+  EXPECT_FALSE(trails_->record("sb-1", audit::Event{0, "kernel", "exec", Json{{"argv", std::string(8192, 'a')}}}));
+  EXPECT_FALSE(trails_->record("sb-1", audit::Event{0, "kernel", "exec", Json{{"argv", Json::array({std::string(3000, 'b'), std::string(3000, 'c')})}}}));
+  EXPECT_TRUE(trails_->record("sb-1", audit::Event{0, "kernel", "exec", Json{{"argv", "true"}}}));
+  EXPECT_EQ(trails_->counters("sb-1").dropped_kmd, 2u);
+  ASSERT_TRUE(trails_->flush("sb-1"));
+  uint64_t reported = 0, kept = 0;
+  for (const auto& e : all("sb-1")) {
+    if (e["type"] == "audit" && e["detail"]["kind"] == "dropped") reported += e["detail"]["dropped"].get<uint64_t>();
+    if (e["type"] == "exec") {
+      ++kept;
+      EXPECT_EQ(e["detail"]["argv"], "true");
+    }
+  }
+  EXPECT_EQ(reported, 2u);
+  EXPECT_EQ(kept, 1u);
+  // What the writer took is given back: the queue takes small events again.
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(trails_->record("sb-1", audit::Event{0, "kernel", "exec", Json{{"n", i}}}));
+  ASSERT_TRUE(trails_->flush("sb-1"));
+}
+
 TEST_F(Trails, TheEnforcersOwnLossReportsAreCounted) {
   start(options());
   auto w = trails_->enforcer_writer("sb-1", root_ + "/run/audit.fifo");
