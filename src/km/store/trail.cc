@@ -365,16 +365,28 @@ std::vector<std::string> TrailWriter::take_rotated() { return std::exchange(rota
 Status TrailWriter::move_to(const std::string& to) {
   if (to == dir_) return ok();
   KM_TRY(mkdirs(to, 0700));
-  fd_.reset();
-  std::vector<std::string> moved_rotated;
+  // Every file moves or none does: when a rename fails, those already moved are put back and the
+  // trail goes on where it was, whole and writable. The open file's descriptor follows its file.
+  std::vector<std::pair<std::string, std::string>> moved;  // (from, to)
   for (const TrailFile& f : trail_files(dir_)) {
-    std::string name = f.path.substr(f.path.rfind('/') + 1);
-    if (::rename(f.path.c_str(), (to + "/" + name).c_str()) != 0) return fail(Error::from_errno("moving " + f.path + " to " + to));
+    std::string dest = to + f.path.substr(f.path.rfind('/'));
+    if (::rename(f.path.c_str(), dest.c_str()) != 0) {
+      Error e = Error::from_errno("moving " + f.path + " to " + to);
+      size_t stuck = 0;
+      for (auto it = moved.rbegin(); it != moved.rend(); ++it) {
+        if (::rename(it->second.c_str(), it->first.c_str()) != 0) ++stuck;
+      }
+      if (stuck > 0) e.wrap(std::to_string(stuck) + " moved files could not be put back in " + dir_);
+      return fail(std::move(e));
+    }
+    moved.emplace_back(f.path, dest);
   }
+  std::vector<std::string> moved_rotated;
   for (const std::string& r : rotated_) moved_rotated.push_back(to + r.substr(r.rfind('/')));
   rotated_ = std::move(moved_rotated);
   dir_ = to;
-  return open_file(number_);
+  (void)open_file(number_);  // if this fails, the descriptor already open writes to the moved file
+  return ok();
 }
 
 }  // namespace km::store

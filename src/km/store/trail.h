@@ -77,7 +77,8 @@ class TrailWriter {
   std::vector<std::string> take_rotated();
 
   // Moves every file of the trail to `to` (made if missing; a rename, so the same filesystem)
-  // and goes on writing there.
+  // and goes on writing there. All or nothing: on failure the files are where they were and
+  // the writer goes on writing there.
   Status move_to(const std::string& to);
 
   const std::string& dir() const { return dir_; }

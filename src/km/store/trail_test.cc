@@ -182,6 +182,25 @@ TEST_F(Trail, MovesWithItsFilesAndGoesOnThere) {
   EXPECT_EQ(verify(), "intact 11");
 }
 
+TEST_F(Trail, AMoveThatFailsLeavesTheTrailWholeAndWritableWhereItWas) {
+  auto w = TrailWriter::open(dir_, "sb-1", TrailWriter::Options{1024});
+  ASSERT_TRUE(w);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE((*w)->append({event(i, 200)}));
+  size_t files = trail_files(dir_).size();
+  ASSERT_GE(files, 3u);
+  std::string to = root_ + "/artifacts/sb-1/audit";
+  // A directory where the third file would go: its rename fails after two have moved.
+  ASSERT_EQ(::system(("mkdir -p '" + to + "/events-3.jsonl'").c_str()), 0);
+  EXPECT_FALSE((*w)->move_to(to));
+  EXPECT_EQ(trail_files(dir_).size(), files);
+  auto left = trail_files(to);  // only the directory that stopped the move
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].number, 3u);
+  EXPECT_EQ((*w)->dir(), dir_);
+  ASSERT_TRUE((*w)->append({event(10)}));
+  EXPECT_EQ(verify(), "intact 11");
+}
+
 TEST_F(Trail, FileNamesAreStrict) {
   ASSERT_EQ(::system(("mkdir -p '" + dir_ + "'").c_str()), 0);
   for (const char* name : {"events-1.jsonl", "events-2.jsonl.gz", "events-2.jsonl", "events-01.jsonl", "events-x.jsonl",
