@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_support.h"
 #include "km/audit/event.h"
 #include "km/audit/lines.h"
 
@@ -22,12 +23,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
-using Json = nlohmann::json;
+using km::fuzz::die;
 
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "audit_trail_fuzz: %s\n", what);
-  std::abort();
-}
+using Json = nlohmann::json;
 
 std::vector<std::pair<std::string, size_t>> split(std::string_view bytes, size_t step, size_t max) {
   km::audit::LineSplitter s(max);

@@ -12,16 +12,14 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_support.h"
 #include "km/proxy/dns_message.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "dns_message_fuzz: %s\n", what);
-  std::abort();
-}
+using km::fuzz::die;
 
 }  // namespace
 

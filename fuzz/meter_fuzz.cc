@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 
+#include "fuzz_support.h"
 #include "km/meter/response_meter.h"
 #include "km/meter/test_payloads.h"
 
@@ -24,12 +25,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
-using namespace km::meter;
+using km::fuzz::die;
+using km::fuzz::Rng;
 
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "meter_fuzz: %s\n", what);
-  std::abort();
-}
+using namespace km::meter;
 
 struct Shape {
   Provider provider;
@@ -62,23 +61,6 @@ const Shape kShapes[] = {
 };
 
 const char* kCodings[] = {"identity", "gzip", "deflate", "br", "zstd", "gzip, br", "zstd, deflate", ""};
-
-class Rng {
- public:
-  explicit Rng(std::string_view seed) {
-    for (char c : seed) state_ = (state_ ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
-  }
-  uint64_t next() {
-    state_ ^= state_ << 13;
-    state_ ^= state_ >> 7;
-    state_ ^= state_ << 17;
-    return state_;
-  }
-  size_t below(size_t n) { return n == 0 ? 0 : static_cast<size_t>(next() % n); }
-
- private:
-  uint64_t state_ = 0xcbf29ce484222325ULL;
-};
 
 struct Reading {
   Usage usage;

@@ -24,6 +24,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_support.h"
 #include "km/meter/test_payloads.h"
 #include "km/otel/claude_code.h"
 #include "km/otel/otlp.h"
@@ -33,14 +34,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
+using km::fuzz::die;
+
 using namespace km::otel;
 using nlohmann::json;
 using testing::ProtoWriter;
-
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "otlp_fuzz: %s\n", what);
-  std::abort();
-}
 
 DecodeLimits small_limits() {
   DecodeLimits l;

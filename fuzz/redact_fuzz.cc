@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fuzz_support.h"
 #include "km/audit/corpus_template.h"
 #include "km/audit/redact.h"
 
@@ -30,32 +31,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
+using km::fuzz::die;
+using km::fuzz::Rng;
+
 using km::audit::marker;
 using km::audit::marker_types;
 using km::audit::Redactor;
 using nlohmann::json;
-
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "redact_fuzz: %s\n", what);
-  std::abort();
-}
-
-class Rng {
- public:
-  explicit Rng(std::string_view seed) {
-    for (char c : seed) state_ = (state_ ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
-  }
-  uint64_t next() {
-    state_ ^= state_ << 13;
-    state_ ^= state_ >> 7;
-    state_ ^= state_ << 17;
-    return state_;
-  }
-  size_t below(size_t n) { return n == 0 ? 0 : static_cast<size_t>(next() % n); }
-
- private:
-  uint64_t state_ = 0xcbf29ce484222325ULL;
-};
 
 // Known markers in `s`, as [begin, end) pairs.
 std::vector<std::pair<size_t, size_t>> markers_in(std::string_view s) {

@@ -11,36 +11,18 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_support.h"
 #include "km/meter/sse.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
+using km::fuzz::die;
+using km::fuzz::Rng;
+
 using km::meter::SseEvent;
 using km::meter::SseParser;
-
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "sse_fuzz: %s\n", what);
-  std::abort();
-}
-
-class Rng {
- public:
-  explicit Rng(std::string_view seed) {
-    for (char c : seed) state_ = (state_ ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
-  }
-  uint64_t next() {
-    state_ ^= state_ << 13;
-    state_ ^= state_ >> 7;
-    state_ ^= state_ << 17;
-    return state_;
-  }
-  size_t below(size_t n) { return n == 0 ? 0 : static_cast<size_t>(next() % n); }
-
- private:
-  uint64_t state_ = 0xcbf29ce484222325ULL;
-};
 
 struct Outcome {
   std::vector<SseEvent> events;

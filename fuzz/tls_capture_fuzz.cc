@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 
+#include "fuzz_support.h"
 #include "km/bpf/tls_capture.h"
 #include "km/bpf_abi/tls_capture.h"
 
@@ -24,12 +25,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
-namespace bpf = km::bpf;
+using km::fuzz::die;
 
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "tls_capture_fuzz: %s\n", what);
-  std::abort();
-}
+namespace bpf = km::bpf;
 
 bool has_any(std::string_view s, std::string_view chars) { return s.find_first_of(chars) != std::string_view::npos; }
 

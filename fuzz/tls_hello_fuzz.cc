@@ -15,35 +15,18 @@
 #include <span>
 #include <vector>
 
+#include "fuzz_support.h"
 #include "km/proxy/tls_hello.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
+using km::fuzz::die;
+using km::fuzz::Rng;
+
 namespace tls = km::proxy::tls;
 using Bytes = std::vector<uint8_t>;
-
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "tls_hello_fuzz: %s\n", what);
-  std::abort();
-}
-
-class Rng {
- public:
-  explicit Rng(std::span<const uint8_t> seed) {
-    for (uint8_t b : seed) state_ = (state_ ^ b) * 0x100000001b3ULL;
-  }
-  size_t below(size_t n) {
-    state_ ^= state_ << 13;
-    state_ ^= state_ >> 7;
-    state_ ^= state_ << 17;
-    return n == 0 ? 0 : static_cast<size_t>(state_ % n);
-  }
-
- private:
-  uint64_t state_ = 0xcbf29ce484222325ULL;
-};
 
 bool same(const tls::ClientHello& a, const tls::ClientHello& b) {
   return a.sni == b.sni && a.alpn == b.alpn && a.has_ech == b.has_ech && a.legacy_version == b.legacy_version &&

@@ -22,6 +22,14 @@ namespace km::sys {
 
 namespace {
 
+// NLMSG_NEXT without its cast from char* (which clang's -Wcast-align reports): messages in a
+// reply are NLMSG_ALIGNTO-aligned within a buffer aligned for nlmsghdr.
+nlmsghdr* next_message(nlmsghdr* r, ssize_t& len) {
+  size_t step = NLMSG_ALIGN(r->nlmsg_len);
+  len -= static_cast<ssize_t>(step);
+  return reinterpret_cast<nlmsghdr*>(reinterpret_cast<uintptr_t>(r) + step);
+}
+
 // Builds one netlink request with nested attributes.
 class Builder {
  public:
@@ -100,13 +108,13 @@ Status Netlink::request(void* msg, size_t len) {
     n = ::send(fd_.get(), msg, len, 0);
   } while (n < 0 && errno == EINTR);
   if (n < 0) return fail(Error::from_errno("netlink send"));
-  char buf[8192];
+  alignas(nlmsghdr) char buf[8192];
   for (;;) {
     do {
       n = ::recv(fd_.get(), buf, sizeof buf, 0);
     } while (n < 0 && errno == EINTR);
     if (n < 0) return fail(Error::from_errno("netlink recv"));
-    for (auto* r = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(r, static_cast<unsigned>(n)); r = NLMSG_NEXT(r, n)) {
+    for (auto* r = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(r, static_cast<unsigned>(n)); r = next_message(r, n)) {
       if (r->nlmsg_seq != h->nlmsg_seq) continue;
       if (r->nlmsg_type == NLMSG_ERROR) {
         auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(r));
@@ -150,13 +158,13 @@ Result<int> Netlink::link_index(const std::string& name) {
   h->nlmsg_flags = NLM_F_REQUEST;
   h->nlmsg_seq = seq_++;
   if (::send(fd_.get(), h, b.size(), 0) < 0) return fail(Error::from_errno("netlink send"));
-  char buf[16384];
+  alignas(nlmsghdr) char buf[16384];
   ssize_t n;
   do {
     n = ::recv(fd_.get(), buf, sizeof buf, 0);
   } while (n < 0 && errno == EINTR);
   if (n < 0) return fail(Error::from_errno("netlink recv"));
-  for (auto* r = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(r, static_cast<unsigned>(n)); r = NLMSG_NEXT(r, n)) {
+  for (auto* r = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(r, static_cast<unsigned>(n)); r = next_message(r, n)) {
     if (r->nlmsg_type == NLMSG_ERROR) {
       auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(r));
       return fail(Error::from_errno("rtnetlink getlink " + name, -e->error));
