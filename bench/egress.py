@@ -275,15 +275,17 @@ class Bench:
     def in_w(self, argv):
         return ["ip", "netns", "exec", self.w] + argv
 
-    def in_k(self, argv):
+    def in_ns(self, ns, argv):
         # `ip netns exec` gives the command a mount namespace of its own: bind a resolv.conf
-        # naming the world's resolver there, so getaddrinfo in K (curl, tinyproxy) uses it.
-        return ["ip", "netns", "exec", self.k, "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+        # naming the world's resolver there, so getaddrinfo (curl, tinyproxy) uses it.
+        return ["ip", "netns", "exec", ns, "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
                 self.root + "/resolv.conf"] + argv
 
+    def in_k(self, argv):
+        return self.in_ns(self.k, argv)
+
     def in_c(self, argv):
-        return ["ip", "netns", "exec", self.c, "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
-                self.root + "/resolv.conf"] + argv
+        return self.in_ns(self.c, argv)
 
     def spawn(self, name, argv, **kw):
         log = open(os.path.join(self.root, name + ".log"), "ab")
