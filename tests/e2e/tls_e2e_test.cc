@@ -283,6 +283,11 @@ TEST_F(Tls, ProgramsWithStacksKmCannotSeeAreReported) {
   EXPECT_FALSE(d["stacks"][0].value("reason", "").empty());
   auto text = km({"logs", id_, "--type", "audit", "-n", "1000"});
   EXPECT_NE(text.out.find("TLS not observed: /workspace/static_tls uses static-tls"), std::string::npos) << text.out;
+  // Rewritten in place (the same inode, a new mtime), it is a new executable: looked at again.
+  auto rewrite = sh("cp /workspace/static_tls /workspace/static_tls.new && sleep 0.01 && cat /workspace/static_tls.new > /workspace/static_tls && /workspace/static_tls");
+  ASSERT_EQ(rewrite.status, 0) << dump(rewrite);
+  all = wait_logs([&](const std::vector<Json>& a) { return std::count_if(a.begin(), a.end(), is_report) >= 2; }, {"--type", "audit"});
+  EXPECT_EQ(std::count_if(all.begin(), all.end(), is_report), 2) << "the rewritten executable is reported again";
 }
 
 TEST_F(Tls, ObservedAgainAfterAKmdRestart) {

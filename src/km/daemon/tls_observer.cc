@@ -20,6 +20,9 @@ using Json = nlohmann::json;
 
 namespace {
 
+// Executables remembered as classified, per sandbox (a build loop makes new ones without end).
+constexpr size_t kCheckedPerSandbox = 16384;
+
 // Wall-clock milliseconds of a CLOCK_BOOTTIME timestamp (the kernel's records carry those).
 int64_t wall_ms_of_boot_ns(uint64_t boot_ns) {
   timespec real{}, boot{};
@@ -350,14 +353,16 @@ void TlsObserver::classify(const Exec& e) {
   if (!exe) return;  // gone already: nothing to say about it
   struct stat st {};
   if (::fstat(exe.get(), &st) != 0 || !S_ISREG(st.st_mode)) return;
-  std::pair<uint64_t, uint64_t> key{st.st_dev, st.st_ino};
-  std::tuple<uint64_t, uint64_t, int64_t, int64_t> ident{st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec};
+  ExeIdentity ident{st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec};
   std::optional<bpf::TlsStackReport> report;
   std::vector<bpf::FileId> observed_ids;
   {
     std::lock_guard<std::mutex> g(mu_);
     auto it = sandboxes_.find(e.id);
-    if (it == sandboxes_.end() || !it->second.checked.insert(key).second) return;
+    if (it == sandboxes_.end()) return;
+    auto& checked = it->second.checked;
+    if (checked.size() >= kCheckedPerSandbox) checked.clear();  // bounded: at worst, a report again
+    if (!checked.insert(ident).second) return;
     observed_ids = it->second.observed_ids;
     if (auto c = cache_.find(ident); c != cache_.end()) report = c->second;
   }

@@ -16,8 +16,8 @@
 // TlsConnections, events to `record`); records the kernel could not queue are reported to every
 // observed sandbox as {"type":"audit","detail":{"kind":"tls-lost","count":N,"scope":"host"}}.
 // A second thread classifies the executables the sandbox runs (exec_seen(), fed by the exec
-// audit through a bounded queue, so the exec path never waits): each executable (by device and
-// inode) once per sandbox; one whose linked or compiled-in TLS stacks include one this capture
+// audit through a bounded queue, so the exec path never waits): each executable (by device,
+// inode, size and mtime: a file rewritten in place is a new one) once per sandbox; one whose linked or compiled-in TLS stacks include one this capture
 // does not see (Go, rustls, NSS, a static or stripped OpenSSL/BoringSSL, a library not attached)
 // gives {"type":"audit","detail":{"kind":"tls-unobserved","executable","stacks":[...],
 // "observed":[...]}}. Executables the queue cannot take are counted in status().
@@ -39,6 +39,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <string>
 #include <thread>
 #include <utility>
@@ -65,6 +66,9 @@ struct TlsObserverOptions {
   TlsEventOptions events;
   size_t classify_queue = 256;  // executables waiting for classification, all sandboxes
 };
+
+// An executable as its file is now: device, inode, size, mtime (s, ns).
+using ExeIdentity = std::tuple<uint64_t, uint64_t, int64_t, int64_t, int64_t>;
 
 class TlsObserver {
  public:
@@ -109,7 +113,7 @@ class TlsObserver {
     std::vector<bpf::FileId> copy_ids;         // the copies the sandbox maps
     std::vector<std::pair<std::string, std::string>> unsupported;  // stacks the profile named
     TlsConnections conns;
-    std::set<std::pair<uint64_t, uint64_t>> checked;  // executables classified
+    std::set<ExeIdentity> checked;  // executables classified (each version of one once)
     uint64_t heads = 0;
   };
   struct Exec {
@@ -142,8 +146,8 @@ class TlsObserver {
   std::deque<Exec> queue_;
   std::condition_variable queue_cv_;
   uint64_t unclassified_ = 0;  // executables the queue could not take
-  // Classifications by executable identity (device, inode, size, mtime): stack findings.
-  std::map<std::tuple<uint64_t, uint64_t, int64_t, int64_t>, bpf::TlsStackReport> cache_;
+  // Classifications by executable identity: stack findings.
+  std::map<ExeIdentity, bpf::TlsStackReport> cache_;
 };
 
 }  // namespace km::daemon
