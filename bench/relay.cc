@@ -123,11 +123,8 @@ pid_t child(F&& f) {
   ::_exit(0);
 }
 
-// What a client asks for: five bytes, the server ('f': sendfile, 's': send) and how many MiB.
-struct Request {
-  char kind = 'f';
-  uint32_t mib = 0;
-};
+// What a client asks for: five bytes, the server ('f': sendfile, 's': send) and how many MiB
+// (uint32, host order).
 constexpr size_t kRequestBytes = 5;
 
 bool recv_all(int fd, char* p, size_t n) {

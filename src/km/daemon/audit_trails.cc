@@ -140,7 +140,7 @@ AuditTrails::~AuditTrails() {
 }
 
 // A sandbox's state as the index last recorded it: counters and head (a new kmd goes on
-// counting). Reads the store: called without mu_ wherever it can be.
+// counting). Reads the store: called without mu_ wherever it can be (state_for).
 std::unique_ptr<AuditTrails::State> AuditTrails::load_state(const std::string& id) {
   auto s = std::make_unique<State>();
   if (auto rec = index_->trail(id); rec && *rec) {
@@ -152,19 +152,17 @@ std::unique_ptr<AuditTrails::State> AuditTrails::load_state(const std::string& i
   return s;
 }
 
-void AuditTrails::prepare_state(const std::string& id) {
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    if (states_.count(id)) return;
-  }
+AuditTrails::State& AuditTrails::state_for(std::unique_lock<std::mutex>& g, const std::string& id) {
+  if (auto it = states_.find(id); it != states_.end()) return *it->second;
+  g.unlock();
   auto loaded = load_state(id);
-  std::lock_guard<std::mutex> g(mu_);
-  states_.try_emplace(id, std::move(loaded));  // another thread's, if it got there first
+  g.lock();
+  return *states_.try_emplace(id, std::move(loaded)).first->second;  // another thread's, if it got there first
 }
 
 AuditTrails::State& AuditTrails::state_locked(const std::string& id) {
   auto& s = states_[id];
-  if (!s) s = load_state(id);  // not prepared: the index is read under mu_ (rare)
+  if (!s) s = load_state(id);  // a sandbox first seen here: the index is read under mu_ (rare)
   return *s;
 }
 
@@ -180,10 +178,9 @@ void AuditTrails::push_locked(const std::string& id, audit::Event e, size_t byte
 bool AuditTrails::record(const std::string& id, audit::Event e) {
   bool dropped = false;
   const size_t bytes = approx_bytes(e);
-  prepare_state(id);
   {
-    std::lock_guard<std::mutex> g(mu_);
-    State& t = state_locked(id);
+    std::unique_lock<std::mutex> g(mu_);
+    State& t = state_for(g, id);
     // A flood in one sandbox cannot take the whole queue from the others: alone, a sandbox may
     // hold three quarters of it (a quarter stays for the others' first events); while another
     // has events waiting, half. The same holds for the queue's bytes.
@@ -662,11 +659,10 @@ void AuditTrails::read_pipe(Pipe& p, bool drain) {
   std::vector<size_t> sizes;
   sizes.reserve(events.size());
   for (const auto& e : events) sizes.push_back(approx_bytes(e));
-  prepare_state(p.id);
   {
     // The pipe is read only while the queue has room, so what one read brings is always taken.
-    std::lock_guard<std::mutex> g(mu_);
-    State& t = state_locked(p.id);
+    std::unique_lock<std::mutex> g(mu_);
+    State& t = state_for(g, p.id);
     t.counters.truncated += truncated;
     t.counters.malformed += malformed;
     t.unreported_malformed += malformed;

@@ -151,8 +151,8 @@ class AuditTrails {
 
   AuditTrails(AuditTrailsOptions o, log::Logger& log);
   std::unique_ptr<State> load_state(const std::string& id);
-  // Makes the sandbox's state if it has none, reading the index without holding mu_.
-  void prepare_state(const std::string& id);
+  // The sandbox's state, made if it has none: mu_ (held in `g`) is let go while the index is read.
+  State& state_for(std::unique_lock<std::mutex>& g, const std::string& id);
   State& state_locked(const std::string& id);
   void push_locked(const std::string& id, audit::Event e, size_t bytes);
   // What one sandbox may hold of the queue while others have events waiting (half of it), in

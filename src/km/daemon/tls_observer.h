@@ -17,10 +17,11 @@
 // observed sandbox as {"type":"audit","detail":{"kind":"tls-lost","count":N,"scope":"host"}}.
 // A second thread classifies the executables the sandbox runs (exec_seen(), fed by the exec
 // audit through a bounded queue, so the exec path never waits): each executable (by device,
-// inode, size and mtime: a file rewritten in place is a new one) once per sandbox; one whose linked or compiled-in TLS stacks include one this capture
-// does not see (Go, rustls, NSS, a static or stripped OpenSSL/BoringSSL, a library not attached)
-// gives {"type":"audit","detail":{"kind":"tls-unobserved","executable","stacks":[...],
-// "observed":[...]}}. Executables the queue cannot take are counted in status().
+// inode, size and mtime: a file rewritten in place is a new one) once per sandbox; one whose
+// linked or compiled-in TLS stacks include one this capture does not see (Go, rustls, NSS, a
+// static or stripped OpenSSL/BoringSSL, a library not attached) gives
+// {"type":"audit","detail":{"kind":"tls-unobserved","executable","stacks":[...],"observed":[...]}}.
+// Executables the queue cannot take are counted in status().
 //
 // Errors: prepare() and watch() fail with what is missing (uprobes, the library, the copy);
 // the caller fails the sandbox's creation (the profile asked for observation).
@@ -39,9 +40,9 @@
 #include <mutex>
 #include <optional>
 #include <set>
-#include <tuple>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
